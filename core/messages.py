@@ -1,0 +1,118 @@
+"""Parsing and formatting of every message on the wire (see spec/protocol.yaml).
+
+Requests are parsed from the bytes of one line (terminator already removed);
+replies are formatted straight to bytes, LF included, so a shell can join a
+whole read's replies and send them at once.
+"""
+
+import re
+
+__all__ = [
+    "Request", "parse_request", "RequestError", "parse_job_id",
+    "Reply", "parse_reply", "err",
+]
+
+# C0 controls and DEL, except TAB: a bare CR, a NUL or an escape sequence in a
+# line is rejected rather than stored in a job and replayed to a terminal.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_JOB_ID = re.compile(rb"[0-9]{1,18}")
+
+
+class RequestError(Exception):
+    """A line that cannot be a request; ``code`` and ``text`` form the ERR reply."""
+
+    def __init__(self, code, text):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+    @property
+    def reply(self):
+        return err(self.code, self.text)
+
+
+class Request:
+    """One parsed request: ``command`` upper-case bytes, ``arg`` bytes (may be empty)."""
+
+    __slots__ = ("command", "arg")
+
+    def __init__(self, command, arg):
+        self.command = command
+        self.arg = arg
+
+    def __repr__(self):
+        return f"Request({self.command!r}, {self.arg!r})"
+
+
+def err(code, text):
+    return b"ERR %s %s\n" % (code.encode(), text.encode())
+
+
+def parse_request(line):
+    """Split a line into command word and argument; raise RequestError if unusable.
+
+    The command word is case-insensitive; the argument is the rest of the
+    line with surrounding whitespace removed (inner whitespace is kept).
+    """
+    if _CONTROL.search(line):
+        raise RequestError("BAD_CHAR", "line contains a control character")
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        raise RequestError("BAD_ENCODING", "line is not valid UTF-8") from None
+    parts = line.split(None, 1)
+    if not parts:
+        raise RequestError("EMPTY_LINE", "empty line")
+    return Request(parts[0].upper(), parts[1].rstrip() if len(parts) == 2 else b"")
+
+
+def parse_job_id(arg):
+    """Job id argument of STATUS / DONE: decimal digits only."""
+    if not _JOB_ID.fullmatch(arg):
+        shown = arg.decode(errors="replace")[:40]
+        raise RequestError("BAD_ID", f"job id must be a number, got {shown!r}"
+                           if arg else "job id missing")
+    return int(arg)
+
+
+class Reply:
+    """A reply as a worker or client sees it: ``kind`` plus fields."""
+
+    __slots__ = ("kind", "job_id", "text", "code")
+
+    def __init__(self, kind, job_id=None, text="", code=None):
+        self.kind = kind
+        self.job_id = job_id
+        self.text = text
+        self.code = code
+
+    def __repr__(self):
+        return f"Reply({self.kind!r}, job_id={self.job_id!r}, text={self.text!r}, code={self.code!r})"
+
+
+_STATES = {"waiting", "running", "completed", "unknown"}
+
+
+def parse_reply(line):
+    """Parse one reply line (str, no terminator) from the broker.
+
+    Kinds: ID, JOB, NOJOB, OK, STATE (text = the state), STATS (text = the
+    key=value list), ERR (code, text). Anything else raises ValueError.
+    """
+    head, _, rest = line.partition(" ")
+    if head == "ID" and rest.isdigit():
+        return Reply("ID", job_id=int(rest))
+    if head == "JOB":
+        num, _, text = rest.partition(" ")
+        if num.isdigit():
+            return Reply("JOB", job_id=int(num), text=text)
+    if line in ("NOJOB", "OK"):
+        return Reply(line)
+    if line in _STATES:
+        return Reply("STATE", text=line)
+    if head == "STATS":
+        return Reply("STATS", text=rest)
+    if head == "ERR":
+        code, _, text = rest.partition(" ")
+        return Reply("ERR", code=code, text=text)
+    raise ValueError(f"not a broker reply: {line!r}")
