@@ -7,7 +7,6 @@ slows nobody else (and is dropped past --max-output).
 """
 
 import errno
-import resource
 import selectors
 import signal
 import socket
@@ -17,8 +16,9 @@ from time import monotonic as _monotonic
 from core.broker import CLIENT, WORKER, BrokerCore
 from core.options import broker_parser, startup_line
 
+from .netutil import READ_SIZE, keep_alive, listen, raise_descriptor_limit
+
 FLAVOUR = "select"
-READ_SIZE = 256 * 1024
 # After accept() fails for lack of descriptors, listen again this much later
 # instead of spinning on a listener that stays readable.
 ACCEPT_PAUSE = 0.1
@@ -34,36 +34,6 @@ class Peer:
         self.conn = conn
         self.outbox = bytearray()
         self.events = selectors.EVENT_READ
-
-
-def raise_descriptor_limit():
-    """Use the hard limit on open files: epoll has no 1,024 ceiling, the default rlimit does."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-
-
-def listen(host, port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(socket.SOMAXCONN)
-    sock.setblocking(False)
-    return sock
-
-
-def keep_alive(sock):
-    """Notice a peer that vanished without a FIN (its held jobs must be requeued)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if hasattr(socket, "TCP_KEEPIDLE"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
 
 
 class SelectBroker:

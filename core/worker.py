@@ -1,0 +1,315 @@
+"""Worker job logic, sans-I/O: one broker connection ("slot") as a state machine.
+
+The shell owns the socket, the clock and the multicast/syslog outputs. It
+feeds a ``WorkerSlot`` what happened (``start``, ``connected``,
+``connect_failed``, ``data_received``, ``connection_lost``, ``tick``,
+``stop``), always passing ``now`` from a monotonic clock, and carries out the
+actions each call returns, in order:
+
+    Connect()        open a connection to the broker, then report the outcome
+                     with connected() or connect_failed()
+    Close()          close the broker connection (report nothing back)
+    Send(data)       write bytes to the broker
+    Emit(payload)    send one multicast datagram (a word plus LF)
+    Log(message)     one syslog line
+
+It also calls ``tick(now)`` once ``now >= next_deadline()``.
+
+States and transitions (``TRANSITIONS`` below is the same table, checked on
+every change of state):
+
+    state         input                    actions                          next
+    ------------  -----------------------  -------------------------------  ------------
+    DISCONNECTED  start / tick (retry due)  Connect                          CONNECTING
+    CONNECTING    connected                Log connected, FETCH             AWAITING_JOB
+    CONNECTING    connect_failed / tick    (Close on timeout) Log cannot    DISCONNECTED
+                  (connect timeout)        connect; retry after backoff
+    AWAITING_JOB  JOB n text               Log starting, Emit first word    STREAMING
+                                           (no words: Send DONE)            (AWAITING_OK)
+    AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
+    IDLE_WAIT     tick (fetch interval)    Log fetching, Send FETCH         AWAITING_JOB
+    STREAMING     tick (word delay)        Emit next word                   STREAMING
+                                           after the last: Send DONE        AWAITING_OK
+    AWAITING_OK   OK / ERR                 Log completed (or the ERR),      AWAITING_JOB
+                                           Log fetching, Send FETCH
+    connected     connection_lost          Log lost (Log abandoned if       DISCONNECTED
+                                           STREAMING); retry after backoff
+    connected     bad or unexpected line   Close, then as connection_lost   DISCONNECTED
+    any           stop                     (Log abandoned) (Close)          STOPPED
+
+"connected" means CONNECTING, AWAITING_JOB, IDLE_WAIT, STREAMING or
+AWAITING_OK: a socket exists. An unsolicited ERR (in IDLE_WAIT or
+STREAMING) is logged and changes nothing. A job whose DONE is sent but not
+yet answered is not "abandoned": the broker may already have completed it.
+"""
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from .framing import DEFAULT_MAX_LINE, LineFramer
+from .messages import parse_reply
+
+__all__ = [
+    "State", "TRANSITIONS", "WorkerSlot", "Backoff",
+    "Connect", "Close", "Send", "Emit", "Log",
+]
+
+
+# --- actions the shell carries out -----------------------------------------
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a connection to the broker; report back with connected() or connect_failed()."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the broker connection; the slot expects nothing more from it."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """Bytes for the broker, line terminator included."""
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One multicast datagram: a word of the job plus LF, UTF-8."""
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Log:
+    """One syslog message (the shell adds priority and ident)."""
+    message: str
+
+
+# --- states ------------------------------------------------------------------
+
+class State(enum.Enum):
+    DISCONNECTED = "DISCONNECTED"   # no socket; a connect attempt is due at the deadline
+    CONNECTING = "CONNECTING"       # Connect issued, outcome not yet reported
+    AWAITING_JOB = "AWAITING_JOB"   # FETCH sent
+    IDLE_WAIT = "IDLE_WAIT"         # NOJOB received; FETCH again at the deadline
+    STREAMING = "STREAMING"         # sending words; the next one is due at the deadline
+    AWAITING_OK = "AWAITING_OK"     # DONE sent
+    STOPPED = "STOPPED"             # final
+
+
+S = State
+_CONNECTED = frozenset({S.CONNECTING, S.AWAITING_JOB, S.IDLE_WAIT, S.STREAMING, S.AWAITING_OK})
+
+TRANSITIONS = {
+    S.DISCONNECTED: {S.CONNECTING, S.STOPPED},
+    S.CONNECTING: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
+    S.AWAITING_JOB: {S.STREAMING, S.AWAITING_OK, S.IDLE_WAIT, S.DISCONNECTED, S.STOPPED},
+    S.IDLE_WAIT: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
+    S.STREAMING: {S.AWAITING_OK, S.DISCONNECTED, S.STOPPED},
+    S.AWAITING_OK: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
+    S.STOPPED: set(),
+}
+
+
+class Backoff:
+    """Reconnect delays: ``first``, then doubling up to ``cap``; reset() after a good connect."""
+
+    def __init__(self, first=1.0, cap=8.0):
+        self.first = first
+        self.cap = cap
+        self._delay = first
+
+    def next_delay(self):
+        delay = self._delay
+        self._delay = min(delay * 2, self.cap)
+        return delay
+
+    def reset(self):
+        self._delay = self.first
+
+
+class WorkerSlot:
+    """One broker connection's worker logic. See the module docstring for the table.
+
+    ``broker`` is only a label for log messages ("HOST:PORT").
+    """
+
+    def __init__(self, broker, *, word_delay=0.25, fetch_interval=0.5,
+                 connect_timeout=5.0, backoff=None, max_line=DEFAULT_MAX_LINE):
+        self.broker = broker
+        self.max_line = max_line
+        self.word_delay = word_delay
+        self.fetch_interval = fetch_interval
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.state = S.DISCONNECTED
+        self.job_id = None          # job being streamed or awaiting OK
+        self._words = deque()       # words of that job not yet emitted
+        self._deadline = None       # when tick() has something to do
+        self._framer = LineFramer(max_line)
+
+    def __repr__(self):
+        return f"<WorkerSlot {self.state.name} job={self.job_id} deadline={self._deadline}>"
+
+    def next_deadline(self):
+        """Monotonic time at which the shell should call tick(), or None."""
+        return self._deadline
+
+    # --- inputs ----------------------------------------------------------------
+
+    def start(self, now):
+        self._require("start", S.DISCONNECTED)
+        return self._connect(now)
+
+    def connected(self, now):
+        self._require("connected", S.CONNECTING)
+        self.backoff.reset()
+        self._framer = LineFramer(self.max_line)   # nothing from an earlier connection carries over
+        return [Log(f"connected to broker {self.broker}"), *self._fetch()]
+
+    def connect_failed(self, reason, now):
+        self._require("connect_failed", S.CONNECTING)
+        return self._retry_later(f"cannot connect to broker {self.broker}: {reason}", now)
+
+    def connection_lost(self, reason, now):
+        """The shell saw EOF or an error and has already dropped the socket."""
+        if self.state is S.STOPPED:
+            return []
+        self._require("connection_lost", *(_CONNECTED - {S.CONNECTING}))
+        return self._lost(reason, now)
+
+    def data_received(self, data, now):
+        self._require("data_received", *(_CONNECTED - {S.CONNECTING}))
+        actions = []
+        for raw in self._framer.feed(data):
+            if self.state not in _CONNECTED:
+                break   # an earlier line was a protocol error and closed the connection
+            # surrogateescape: bytes that are not UTF-8 still reach the output unchanged
+            actions += self._on_line(raw.decode("utf-8", "surrogateescape"), now)
+        if self._framer.too_long and self.state in _CONNECTED:
+            actions += self._protocol_error("line from broker too long", now)
+        return actions
+
+    def tick(self, now):
+        if self._deadline is None or now < self._deadline:
+            return []
+        if self.state is S.DISCONNECTED:
+            return self._connect(now)
+        if self.state is S.CONNECTING:
+            return [Close(), *self._retry_later(
+                f"cannot connect to broker {self.broker}: timed out", now)]
+        if self.state is S.IDLE_WAIT:
+            return self._fetch()
+        if self.state is S.STREAMING:
+            return self._emit_next(now)
+        raise AssertionError(f"deadline set in state {self.state.name}")
+
+    def stop(self, now):
+        """Stop for good: close the connection, never DONE an unfinished job."""
+        actions = []
+        if self.state is S.STREAMING:
+            actions.append(Log(f"abandoned job {self.job_id}"))
+        if self.state in _CONNECTED:
+            actions.append(Close())
+        self._enter(S.STOPPED)
+        self.job_id = None
+        self._words.clear()
+        self._deadline = None
+        return actions
+
+    # --- replies from the broker ---------------------------------------------------
+
+    def _on_line(self, line, now):
+        try:
+            reply = parse_reply(line)
+        except ValueError:
+            return self._protocol_error(f"unexpected line {line!r}", now)
+        if reply.kind == "ERR":
+            return self._on_err(reply, now)
+        if self.state is S.AWAITING_JOB and reply.kind == "JOB":
+            return self._start_job(reply.job_id, reply.text, now)
+        if self.state is S.AWAITING_JOB and reply.kind == "NOJOB":
+            self._idle(now)
+            return []
+        if self.state is S.AWAITING_OK and reply.kind == "OK":
+            done = self.job_id
+            self.job_id = None
+            return [Log(f"completed job {done}"), *self._fetch()]
+        return self._protocol_error(f"unexpected reply {line!r} in state {self.state.name}", now)
+
+    def _on_err(self, reply, now):
+        err = f"ERR {reply.code} {reply.text}".rstrip()
+        if self.state is S.AWAITING_JOB:
+            self._idle(now)   # an ERR to FETCH counts as NOJOB: wait, then ask again
+            return [Log(f"FETCH failed: {err}")]
+        if self.state is S.AWAITING_OK:
+            failed = self.job_id
+            self.job_id = None
+            return [Log(f"DONE {failed} failed: {err}"), *self._fetch()]
+        return [Log(f"broker error: {err}")]
+
+    # --- steps ---------------------------------------------------------------------
+
+    def _connect(self, now):
+        self._enter(S.CONNECTING)
+        self._deadline = now + self.connect_timeout
+        return [Connect()]
+
+    def _fetch(self):
+        self._enter(S.AWAITING_JOB)
+        self._deadline = None
+        return [Log("fetching job"), Send(b"FETCH\n")]
+
+    def _idle(self, now):
+        self._enter(S.IDLE_WAIT)
+        self._deadline = now + self.fetch_interval
+
+    def _start_job(self, job_id, text, now):
+        self._enter(S.STREAMING)
+        self.job_id = job_id
+        self._words = deque(text.split())
+        return [Log(f"starting job {job_id}"), *self._emit_next(now)]
+
+    def _emit_next(self, now):
+        if not self._words:
+            return self._send_done()
+        word = self._words.popleft()
+        actions = [Emit((word + "\n").encode("utf-8", "surrogateescape"))]
+        if self._words:
+            # from now, not from the old deadline: a late tick never bunches words up
+            self._deadline = now + self.word_delay
+        else:
+            actions += self._send_done()
+        return actions
+
+    def _send_done(self):
+        self._enter(S.AWAITING_OK)
+        self._deadline = None
+        return [Send(b"DONE %d\n" % self.job_id)]
+
+    def _protocol_error(self, reason, now):
+        return [Close(), *self._lost(f"protocol error: {reason}", now)]
+
+    def _lost(self, reason, now):
+        abandoned = self.job_id if self.state is S.STREAMING else None
+        actions = self._retry_later(f"connection to broker {self.broker} lost: {reason}", now)
+        if abandoned is not None:
+            actions.append(Log(f"abandoned job {abandoned}"))
+        return actions
+
+    def _retry_later(self, message, now):
+        self._enter(S.DISCONNECTED)
+        self.job_id = None
+        self._words.clear()
+        self._deadline = now + self.backoff.next_delay()
+        return [Log(message)]
+
+    def _enter(self, state):
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"no transition {self.state.name} -> {state.name}")
+        self.state = state
+
+    def _require(self, event, *states):
+        if self.state not in states:
+            raise RuntimeError(f"{event}() not allowed in state {self.state.name}")

@@ -1,0 +1,49 @@
+"""Output sockets a worker shell needs: the multicast word sender and the syslog logger.
+
+Shared by the select worker and (later) the thread worker.
+"""
+
+import logging
+import logging.handlers
+import os
+import socket
+
+__all__ = ["multicast_sender", "syslog_logger"]
+
+
+def multicast_sender(interface="127.0.0.1", ttl=1):
+    """UDP socket for multicast words, pinned to ``interface`` (an IPv4 address).
+
+    Pinning matters: with the default interface, datagrams for 239.0.0.1 leave
+    through the real network card. Loop is on so receivers on this host hear it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def syslog_logger(port, name="workq-worker", host="127.0.0.1"):
+    """Logger whose INFO messages go as UDP syslog datagrams ``<14>NAME[PID]: message``.
+
+    Facility user, no trailing NUL. The logger does not propagate, so nothing
+    reaches the root logger or stderr.
+    """
+    handler = logging.handlers.SysLogHandler(
+        address=(host, port), facility=logging.handlers.SysLogHandler.LOG_USER)
+    handler.append_nul = False
+    handler.ident = f"{name}[{os.getpid()}]: "   # prepended verbatim, unlike a format string
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"workq.syslog.{name}.{host}.{port}")
+    for old in logger.handlers[:]:   # a second call in one process replaces, not duplicates
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,395 @@
+"""End-to-end tests of ``python3 -m impl_select.worker`` against a fake broker.
+
+Everything is on 127.0.0.1; the multicast words go out through the worker's
+default --mcast-if 127.0.0.1. Each test binds its own ports (port 0), so the
+tests can run in parallel. Waits are on events with timeouts, never sleeps.
+"""
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP = "239.0.0.1"
+TIMEOUT = 5.0
+SYSLOG_LINE = re.compile(rb"<14>workq-worker\[(\d+)\]: (.*)", re.DOTALL)
+
+
+# --- the fake broker -------------------------------------------------------------
+
+class BrokerConnection:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+        self.eof = False
+
+    def read_line(self, timeout=TIMEOUT):
+        """Next line without LF, or None at EOF; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise AssertionError(f"expected a line from the worker within {timeout} s; "
+                                     f"got only {self.buffer!r}")
+            try:
+                data = self.sock.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            self.eof = not data
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def expect(self, expected, timeout=TIMEOUT):
+        line = self.read_line(timeout)
+        assert line == expected, f"expected {expected!r} from the worker, got {line!r}"
+
+    def expect_eof(self, timeout=TIMEOUT):
+        """The worker closes the connection; returns the lines it sent before."""
+        lines = []
+        while (line := self.read_line(timeout)) is not None:
+            lines.append(line)
+        return lines
+
+    def send(self, line):
+        self.sock.sendall(line.encode() + b"\n")
+
+    def close(self):
+        self.sock.close()
+
+
+class FakeBroker:
+    def __init__(self, listen=True):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = []
+        if listen:
+            self.listener.listen()
+
+    def accept(self, timeout=TIMEOUT):
+        ready = select.select([self.listener], [], [], timeout)[0]
+        assert ready, f"expected the worker to connect within {timeout} s; no connection came"
+        sock, _ = self.listener.accept()
+        conn = BrokerConnection(sock)
+        self.connections.append(conn)
+        return conn
+
+    def close(self):
+        for conn in self.connections:
+            conn.close()
+        self.listener.close()
+
+
+# --- listeners ---------------------------------------------------------------------
+
+class SyslogListener:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen = []       # every message so far, for failure reports
+        self.pid = None      # the worker's pid, once known
+
+    def expect(self, pattern, timeout=TIMEOUT):
+        """Skip messages until one matches ``pattern`` (a regex, whole message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise AssertionError(f"expected syslog message matching {pattern!r} within "
+                                     f"{timeout} s; got {self.seen}")
+            datagram = self.sock.recv(65536)
+            match = SYSLOG_LINE.fullmatch(datagram)
+            assert match, f"expected '<14>workq-worker[PID]: message', got {datagram!r}"
+            if self.pid is not None:
+                assert int(match[1]) == self.pid, \
+                    f"expected the worker's pid {self.pid} in {datagram!r}"
+            message = match[2].decode()
+            self.seen.append(message)
+            if re.fullmatch(pattern, message):
+                return message
+
+    def expect_in_order(self, *patterns, timeout=TIMEOUT):
+        return [self.expect(p, timeout) for p in patterns]
+
+    def close(self):
+        self.sock.close()
+
+
+class MulticastListener:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("", 0))
+        self.port = self.sock.getsockname()[1]
+        mreq = socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+
+    def receive(self, timeout=TIMEOUT):
+        if not select.select([self.sock], [], [], timeout)[0]:
+            raise AssertionError(f"expected a multicast word datagram within {timeout} s; none came")
+        return self.sock.recv(65536)
+
+    def expect_words(self, words, timeout=TIMEOUT):
+        got = []
+        for _ in words:
+            got.append(self.receive(timeout))
+        expected = [w.encode() + b"\n" for w in words]
+        assert got == expected, f"expected word datagrams {expected}, got {got}"
+
+    def close(self):
+        self.sock.close()
+
+
+# --- the worker process ---------------------------------------------------------------
+
+class WorkerProcess:
+    def __init__(self, broker_port, output_port, syslog_port, *options):
+        self.argv = [sys.executable, "-m", "impl_select.worker",
+                     f"127.0.0.1:{broker_port}", str(output_port), str(syslog_port), *options]
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.pid = self.proc.pid
+
+    def stdout_line(self, timeout=TIMEOUT):
+        data = b""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"expected a start-up line on stdout within {timeout} s; "
+                                     f"got {data!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"expected a start-up line, stdout closed after {data!r}; "
+                                     f"stderr: {self.stderr()!r}")
+            data += chunk
+        return data.decode().rstrip("\n")
+
+    def signal_and_wait(self, signum, timeout=TIMEOUT):
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"expected the worker to exit within {timeout} s of "
+                                 f"signal {signum}; it is still running") from None
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def env():
+    """A fake broker, a syslog and a multicast listener, and a way to start workers."""
+    class Env:
+        pass
+
+    e = Env()
+    e.broker = FakeBroker()
+    e.syslog = SyslogListener()
+    e.mcast = MulticastListener()
+    e.workers = []
+
+    def start(*options, broker_port=None):
+        worker = WorkerProcess(broker_port or e.broker.port, e.mcast.port, e.syslog.port,
+                               *options)
+        e.syslog.pid = worker.pid
+        e.workers.append(worker)
+        return worker
+
+    e.start = start
+    yield e
+    for worker in e.workers:
+        worker.kill()
+    e.broker.close()
+    e.syslog.close()
+    e.mcast.close()
+
+
+FAST = ("--word-delay", "0.02", "--fetch-interval", "0.05")
+
+
+# --- tests -------------------------------------------------------------------------------
+
+def test_startup_line_lists_the_values_in_use(env):
+    worker = env.start(*FAST)
+    line = worker.stdout_line()
+    assert line == (f"workq worker (select): broker 127.0.0.1:{env.broker.port}, "
+                    f"output 239.0.0.1:{env.mcast.port} via 127.0.0.1 ttl 1, "
+                    f"syslog 127.0.0.1:{env.syslog.port}, word delay 0.02 s, "
+                    f"fetch interval 0.05 s, concurrency 1"), f"unexpected start-up line {line!r}"
+
+
+def test_job_words_go_out_in_order_then_done_and_syslog(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("JOB 1 alpha beta  gamma")
+    env.mcast.expect_words(["alpha", "beta", "gamma"])
+    conn.expect("DONE 1")
+    conn.send("OK")
+    conn.expect("FETCH")
+    env.syslog.expect_in_order(
+        rf"connected to broker 127\.0\.0\.1:{env.broker.port}",
+        "fetching job", "starting job 1", "completed job 1", "fetching job")
+
+
+def test_utf8_words_are_sent_as_utf8(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("JOB 2 größe 東京")
+    env.mcast.expect_words(["größe", "東京"])
+    conn.expect("DONE 2")
+
+
+def test_nojob_then_fetch_again(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("NOJOB")
+    conn.expect("FETCH")
+    conn.send("ERR BUSY not now")      # treated like NOJOB
+    conn.expect("FETCH")
+    env.syslog.expect("FETCH failed: ERR BUSY not now")
+
+
+def test_err_to_done_is_logged_and_worker_fetches_again(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("JOB 3 w")
+    conn.expect("DONE 3")
+    conn.send("ERR NOT_HOLDER job 3 is not yours")
+    conn.expect("FETCH")
+    env.syslog.expect("DONE 3 failed: ERR NOT_HOLDER job 3 is not yours")
+
+
+def test_reconnects_when_the_broker_closes(env):
+    env.start(*FAST)
+    first = env.broker.accept()
+    first.expect("FETCH")
+    first.close()
+    second = env.broker.accept()
+    second.expect("FETCH")
+    env.syslog.expect_in_order(
+        rf"connection to broker 127\.0\.0\.1:{env.broker.port} lost: closed by broker",
+        rf"connected to broker 127\.0\.0\.1:{env.broker.port}")
+
+
+def test_job_lost_mid_stream_is_abandoned_not_done(env):
+    env.start("--word-delay", "5", "--fetch-interval", "0.05")
+    first = env.broker.accept()
+    first.expect("FETCH")
+    first.send("JOB 4 one two three")
+    env.mcast.expect_words(["one"])
+    first.close()
+    second = env.broker.accept()
+    line = second.read_line()
+    assert line == "FETCH", f"expected FETCH on the new connection (job 4 abandoned), got {line!r}"
+    env.syslog.expect_in_order("starting job 4", "connection to broker .* lost: .*",
+                               "abandoned job 4")
+
+
+def test_refused_connection_is_retried(env):
+    closed = FakeBroker(listen=False)   # bound, not listening: connections are refused
+    try:
+        env.start(*FAST, broker_port=closed.port)
+        env.syslog.expect(
+            rf"cannot connect to broker 127\.0\.0\.1:{closed.port}: Connection refused")
+        closed.listener.listen()
+        conn = closed.accept()
+        conn.expect("FETCH")
+    finally:
+        closed.close()
+
+
+def test_sigterm_mid_job_exits_0_without_done(env):
+    worker = env.start("--word-delay", "5")
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("JOB 5 one two three")
+    env.mcast.expect_words(["one"])
+    code = worker.signal_and_wait(signal.SIGTERM)
+    assert code == 0, f"expected exit status 0 after SIGTERM, got {code}; stderr: {worker.stderr()}"
+    lines = conn.expect_eof()
+    assert lines == [], f"expected the worker to close without sending DONE, it sent {lines}"
+    env.syslog.expect_in_order("stopping", "abandoned job 5")
+    assert "Traceback" not in worker.stderr()
+
+
+def test_sigint_while_idle_exits_0_without_traceback(env):
+    worker = env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    code = worker.signal_and_wait(signal.SIGINT)
+    stderr = worker.stderr()
+    assert code == 0, f"expected exit status 0 after SIGINT, got {code}; stderr: {stderr}"
+    assert "Traceback" not in stderr, f"expected no traceback on SIGINT, got {stderr}"
+    env.syslog.expect("stopping")
+
+
+def test_concurrency_2_runs_two_jobs_at_once(env):
+    env.start("--concurrency", "2", "--word-delay", "0.05")
+    a, b = env.broker.accept(), env.broker.accept()
+    a.expect("FETCH")
+    b.expect("FETCH")
+    a.send("JOB 10 a1 a2 a3")
+    b.send("JOB 11 b1 b2 b3")
+    got = [env.mcast.receive() for _ in range(6)]
+    for prefix in (b"a", b"b"):
+        mine = [w for w in got if w.startswith(prefix)]
+        expected = [prefix + b"%d\n" % i for i in (1, 2, 3)]
+        assert mine == expected, f"expected {expected} in order, got {got}"
+    a.expect("DONE 10")
+    b.expect("DONE 11")
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["abc"], "HOST:PORT"),
+    (["127.0.0.1:abc"], "port"),
+    (["127.0.0.1:50001", "abc"], "port"),
+    (["127.0.0.1:50001", "30000", "99999"], "range"),
+    (["--word-delay", "-1"], "seconds"),
+    (["--mcast-if", "eth0"], "IPv4"),
+    (["--mcast-group", "10.0.0.1"], "multicast"),
+    (["--concurrency", "0"], "range"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(args, complaint):
+    result = subprocess.run([sys.executable, "-m", "impl_select.worker", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2, f"expected exit 2 for {args}, got {result.returncode}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and complaint in lines[0], \
+        f"expected one error line mentioning {complaint!r}, got {result.stderr!r}"
+    assert result.stdout == "", f"expected nothing on stdout, got {result.stdout!r}"
+
+
+def test_help_explains_the_options():
+    result = subprocess.run([sys.executable, "-m", "impl_select.worker", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, f"expected exit 0, got {result.returncode}: {result.stderr}"
+    for option in ("--word-delay", "--fetch-interval", "--mcast-group", "--mcast-if",
+                   "--mcast-ttl", "--concurrency", "--name", "network safety"):
+        assert option in result.stdout, f"expected {option!r} in --help, got {result.stdout}"

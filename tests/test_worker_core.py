@@ -1,0 +1,297 @@
+"""Unit tests of core/worker.py: the worker's state machine, driven with explicit times."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.worker import (
+    TRANSITIONS, Backoff, Close, Connect, Emit, Log, Send, State, WorkerSlot,
+)
+
+BROKER = "127.0.0.1:50001"
+
+
+def new_slot(**options):
+    options.setdefault("word_delay", 0.25)
+    options.setdefault("fetch_interval", 0.5)
+    return WorkerSlot(BROKER, **options)
+
+
+def connected_slot(now=0.0, **options):
+    """A slot that has connected and sent its first FETCH."""
+    slot = new_slot(**options)
+    assert slot.start(now) == [Connect()]
+    slot.connected(now)
+    assert slot.state is State.AWAITING_JOB
+    return slot
+
+
+def of(kind, actions):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def messages(actions):
+    return [a.message for a in of(Log, actions)]
+
+
+def sent(actions):
+    return b"".join(a.data for a in of(Send, actions))
+
+
+def words(actions):
+    return [a.payload for a in of(Emit, actions)]
+
+
+FETCH = [Log("fetching job"), Send(b"FETCH\n")]
+
+
+# --- connecting --------------------------------------------------------------
+
+def test_start_connects_then_fetches():
+    slot = new_slot()
+    assert slot.start(0.0) == [Connect()]
+    assert slot.state is State.CONNECTING
+    actions = slot.connected(0.1)
+    assert actions == [Log(f"connected to broker {BROKER}"), *FETCH]
+    assert slot.next_deadline() is None, "no timer while waiting for the FETCH reply"
+
+
+def test_connect_timeout_closes_and_retries():
+    slot = new_slot(connect_timeout=5.0)
+    slot.start(0.0)
+    assert slot.next_deadline() == 5.0
+    assert slot.tick(4.9) == []
+    actions = slot.tick(5.0)
+    assert actions == [Close(), Log(f"cannot connect to broker {BROKER}: timed out")]
+    assert slot.state is State.DISCONNECTED
+    assert slot.next_deadline() == 6.0
+
+
+# --- the job cycle -------------------------------------------------------------
+
+def test_nojob_waits_fetch_interval_then_fetches_again():
+    slot = connected_slot()
+    assert slot.data_received(b"NOJOB\n", 10.0) == []
+    assert slot.state is State.IDLE_WAIT
+    assert slot.next_deadline() == 10.5
+    assert slot.tick(10.49) == [], "FETCH again only once the fetch interval is over"
+    assert slot.tick(10.5) == FETCH
+    assert slot.state is State.AWAITING_JOB
+
+
+def test_job_words_come_at_their_deadlines_in_order_then_done():
+    slot = connected_slot()
+    actions = slot.data_received(b"JOB 7 alpha  beta\tgamma\n", 10.0)
+    assert actions == [Log("starting job 7"), Emit(b"alpha\n")], "first word at once"
+    assert slot.next_deadline() == 10.25
+    assert slot.tick(10.2) == [], "nothing before the word delay is over"
+    assert slot.tick(10.25) == [Emit(b"beta\n")]
+    assert slot.next_deadline() == 10.5
+    actions = slot.tick(10.5)
+    assert actions == [Emit(b"gamma\n"), Send(b"DONE 7\n")], "DONE right after the last word"
+    assert slot.state is State.AWAITING_OK
+    assert slot.next_deadline() is None
+
+
+def test_late_tick_emits_one_word_and_keeps_the_delay_after_it():
+    slot = connected_slot()
+    slot.data_received(b"JOB 1 a b c\n", 0.0)
+    assert slot.tick(3.0) == [Emit(b"b\n")], "a late tick must not bunch words up"
+    assert slot.next_deadline() == 3.25
+
+
+def test_ok_logs_completed_and_fetches_at_once():
+    slot = connected_slot()
+    slot.data_received(b"JOB 3 only\n", 0.0)
+    actions = slot.data_received(b"OK\n", 0.1)
+    assert actions == [Log("completed job 3"), *FETCH]
+    assert slot.next_deadline() is None
+
+
+def test_syslog_order_for_one_job():
+    slot = new_slot()
+    log = messages(slot.start(0.0))
+    log += messages(slot.connected(0.0))
+    log += messages(slot.data_received(b"JOB 4 x y\n", 1.0))
+    log += messages(slot.tick(1.25))
+    log += messages(slot.data_received(b"OK\n", 1.3))
+    assert log == [f"connected to broker {BROKER}", "fetching job", "starting job 4",
+                   "completed job 4", "fetching job"]
+
+
+def test_job_without_words_is_done_at_once():
+    slot = connected_slot()
+    assert slot.data_received(b"JOB 9 \n", 0.0) == [Log("starting job 9"), Send(b"DONE 9\n")]
+    assert slot.state is State.AWAITING_OK
+
+
+def test_words_are_utf8_and_undecodable_bytes_pass_through():
+    slot = connected_slot(word_delay=0.0)
+    actions = slot.data_received("JOB 2 héllo wörld\n".encode(), 0.0)
+    actions += slot.tick(0.0)
+    assert words(actions) == ["héllo\n".encode(), "wörld\n".encode()]
+    slot.data_received(b"OK\n", 0.0)
+    assert words(slot.data_received(b"JOB 3 \xff\xfe\n", 0.0)) == [b"\xff\xfe\n"]
+
+
+# --- errors from the broker ----------------------------------------------------------
+
+def test_err_to_fetch_is_logged_and_treated_as_nojob():
+    slot = connected_slot()
+    actions = slot.data_received(b"ERR BUSY try later\n", 2.0)
+    assert actions == [Log("FETCH failed: ERR BUSY try later")]
+    assert slot.state is State.IDLE_WAIT
+    assert slot.next_deadline() == 2.5
+
+
+def test_err_to_done_is_logged_and_the_worker_carries_on():
+    slot = connected_slot()
+    slot.data_received(b"JOB 5 w\n", 0.0)
+    actions = slot.data_received(b"ERR NOT_HOLDER job 5 is held by another worker\n", 0.1)
+    assert actions == [Log("DONE 5 failed: ERR NOT_HOLDER job 5 is held by another worker"),
+                       *FETCH]
+    assert "completed job 5" not in messages(actions)
+
+
+def test_unsolicited_err_is_logged_and_changes_nothing():
+    slot = connected_slot()
+    slot.data_received(b"JOB 1 a b\n", 0.0)
+    assert slot.data_received(b"ERR IDLE_TIMEOUT bye\n", 0.1) == [
+        Log("broker error: ERR IDLE_TIMEOUT bye")]
+    assert slot.state is State.STREAMING
+    assert slot.tick(0.25) == [Emit(b"b\n"), Send(b"DONE 1\n")]
+
+
+@pytest.mark.parametrize("line", [b"HELLO\n", b"OK\n", b"JOB x text\n"])
+def test_unexpected_line_closes_and_reconnects(line):
+    slot = connected_slot()
+    actions = slot.data_received(line, 1.0)
+    assert actions[0] == Close(), f"expected Close first, got {actions}"
+    assert messages(actions)[0].startswith(f"connection to broker {BROKER} lost: protocol error")
+    assert slot.state is State.DISCONNECTED
+    assert slot.next_deadline() == 2.0
+
+
+def test_overlong_line_from_broker_is_a_protocol_error():
+    slot = connected_slot(max_line=16)
+    actions = slot.data_received(b"JOB 1 " + b"x" * 40, 0.0)
+    assert actions[0] == Close()
+    assert "line from broker too long" in messages(actions)[0]
+
+
+# --- framing -----------------------------------------------------------------------
+
+def test_partial_lines_and_crlf():
+    slot = connected_slot()
+    assert slot.data_received(b"JO", 0.0) == []
+    assert slot.data_received(b"B 12 one tw", 0.0) == []
+    actions = slot.data_received(b"o\r\n", 0.0)
+    assert actions == [Log("starting job 12"), Emit(b"one\n")], "CR must not reach a word"
+    assert slot.tick(0.25) == [Emit(b"two\n"), Send(b"DONE 12\n")]
+    assert slot.data_received(b"O", 0.3) == []
+    assert slot.data_received(b"K\r\n", 0.3) == [Log("completed job 12"), *FETCH]
+
+
+def test_partial_line_does_not_survive_a_reconnect():
+    slot = connected_slot()
+    slot.data_received(b"JOB 1 half", 0.0)
+    slot.connection_lost("closed by broker", 0.0)
+    slot.tick(1.0)
+    slot.connected(1.0)
+    assert slot.data_received(b"NOJOB\n", 1.0) == []
+    assert slot.state is State.IDLE_WAIT
+
+
+# --- losing the connection -------------------------------------------------------
+
+def test_lost_mid_job_abandons_it_and_backs_off_1_2_4_8_8():
+    slot = connected_slot()
+    slot.data_received(b"JOB 6 a b c\n", 0.0)
+    actions = slot.connection_lost("Connection reset by peer", 0.1)
+    assert actions == [Log(f"connection to broker {BROKER} lost: Connection reset by peer"),
+                       Log("abandoned job 6")]
+    assert sent(actions) == b"", "an abandoned job is never DONE'd"
+    now, delays = 0.1, []
+    for _ in range(5):
+        due = slot.next_deadline()
+        delays.append(round(due - now, 6))
+        assert slot.tick(due) == [Connect()]
+        now = due
+        actions = slot.connect_failed("Connection refused", now)
+        assert actions == [Log(f"cannot connect to broker {BROKER}: Connection refused")]
+    delays.append(round(slot.next_deadline() - now, 6))
+    assert delays == [1, 2, 4, 8, 8, 8]
+    slot.tick(slot.next_deadline())
+    actions = slot.connected(100.0)
+    assert sent(actions) == b"FETCH\n", "the new connection starts with FETCH, not DONE 6"
+
+
+def test_backoff_resets_after_a_successful_connect():
+    slot = connected_slot()
+    slot.connection_lost("closed by broker", 0.0)
+    slot.tick(1.0)
+    slot.connect_failed("Connection refused", 1.0)   # next wait 2
+    slot.tick(3.0)
+    slot.connected(3.0)
+    slot.connection_lost("closed by broker", 5.0)
+    assert slot.next_deadline() == 6.0
+
+
+def test_lost_while_awaiting_ok_is_not_called_abandoned():
+    slot = connected_slot()
+    slot.data_received(b"JOB 2 w\n", 0.0)
+    actions = slot.connection_lost("closed by broker", 0.1)
+    assert messages(actions) == [f"connection to broker {BROKER} lost: closed by broker"]
+
+
+def test_backoff_policy():
+    backoff = Backoff(first=1.0, cap=8.0)
+    assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    backoff.reset()
+    assert backoff.next_delay() == 1
+
+
+# --- stopping ------------------------------------------------------------------------
+
+def test_stop_mid_job_abandons_without_done():
+    slot = connected_slot()
+    slot.data_received(b"JOB 8 a b c\n", 0.0)
+    actions = slot.stop(0.1)
+    assert actions == [Log("abandoned job 8"), Close()]
+    assert slot.state is State.STOPPED
+    assert slot.next_deadline() is None
+    assert slot.connection_lost("closed", 0.2) == [], "a late EOF after stop is ignored"
+
+
+@pytest.mark.parametrize("setup", ["disconnected", "idle", "awaiting_ok"])
+def test_stop_elsewhere_only_closes(setup):
+    slot = connected_slot()
+    if setup == "disconnected":
+        slot.connection_lost("closed", 0.0)
+        expected = []
+    elif setup == "idle":
+        slot.data_received(b"NOJOB\n", 0.0)
+        expected = [Close()]
+    else:
+        slot.data_received(b"JOB 1 w\n", 0.0)
+        expected = [Close()]
+    assert slot.stop(0.0) == expected
+
+
+# --- the table and misuse ----------------------------------------------------------
+
+def test_transition_table_covers_every_state():
+    assert set(TRANSITIONS) == set(State)
+    for targets in TRANSITIONS.values():
+        assert targets <= set(State)
+
+
+def test_inputs_in_the_wrong_state_are_refused():
+    slot = new_slot()
+    with pytest.raises(RuntimeError, match="connected"):
+        slot.connected(0.0)
+    with pytest.raises(RuntimeError, match="data_received"):
+        slot.data_received(b"NOJOB\n", 0.0)
