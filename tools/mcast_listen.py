@@ -1,0 +1,184 @@
+"""Watch the words the workers multicast (instead of ``nc -ul 30000``).
+
+    python3 -m tools.mcast_listen [PORT] [--group 239.0.0.1] [--iface 127.0.0.1]
+                                  [--count N] [--timeout S]
+
+Binds ('', PORT), joins GROUP on the interface with address IFACE and prints
+every datagram as ``HH:MM:SS.mmm  SOURCE_IP:PORT  word``. It only receives.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "DEFAULT_IFACE",
+    "DEFAULT_PORT",
+    "decode_word",
+    "format_datagram",
+    "listen",
+    "main",
+    "open_receiver",
+    "timestamp",
+]
+
+DEFAULT_PORT = 30000
+DEFAULT_GROUP = "239.0.0.1"
+DEFAULT_IFACE = "127.0.0.1"
+
+
+def open_receiver(port=DEFAULT_PORT, group=DEFAULT_GROUP, iface=DEFAULT_IFACE):
+    """Return a UDP socket bound to ('', port) that has joined ``group`` on
+    the interface whose address is ``iface``. ``port`` 0 picks a free port
+    (read it back with ``getsockname()``). Raises OSError/ValueError."""
+    try:
+        mreq = socket.inet_aton(group) + socket.inet_aton(iface)
+    except OSError:
+        raise ValueError(f"bad IPv4 address in group {group!r} / iface {iface!r}") from None
+    if not 224 <= int(group.split(".")[0]) <= 239:
+        raise ValueError(f"{group} is not a multicast address (224.0.0.0/4)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Several listeners (and workers' own tools) may share the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("", port))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def timestamp(when=None):
+    """Local time as ``HH:MM:SS.mmm``."""
+    when = time.time() if when is None else when
+    return time.strftime("%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}"
+
+
+def decode_word(data):
+    """Datagram payload as text: UTF-8 (invalid bytes replaced), the
+    trailing line break removed."""
+    return data.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def format_datagram(data, addr, when=None):
+    """``HH:MM:SS.mmm  SOURCE_IP:PORT  word`` for one datagram."""
+    return f"{timestamp(when)}  {addr[0]}:{addr[1]}  {decode_word(data)}"
+
+
+def listen(sock, count=None, timeout=None, out=None, on_datagram=None):
+    """Receive from ``sock`` and print each datagram to ``out`` (None: do
+    not print). ``on_datagram(data, addr, when)`` is called for each one.
+    Stops after ``count`` datagrams or ``timeout`` seconds of silence
+    (either may be None). Returns the number received."""
+    received = 0
+    sock.settimeout(timeout)
+    while count is None or received < count:
+        try:
+            data, addr = sock.recvfrom(65535)
+        except TimeoutError:
+            break
+        when = time.time()
+        received += 1
+        if out is not None:
+            print(format_datagram(data, addr, when), file=out, flush=True)
+        if on_datagram is not None:
+            on_datagram(data, addr, when)
+    return received
+
+
+def _port(text):
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: must be a number from 0 to 65535")
+    return int(text)
+
+
+def _positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+        return value
+    return convert
+
+
+def _silence_stdout():
+    """After a broken pipe on stdout (e.g. ``| head``): point it at /dev/null
+    so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tools.mcast_listen",
+        description="Print the words workers send to the multicast group, one "
+                    "line per datagram: HH:MM:SS.mmm  SOURCE_IP:PORT  word. "
+                    "Only receives, never sends.",
+        epilog="examples:\n"
+               "  python3 -m tools.mcast_listen                # 239.0.0.1:30000 on 127.0.0.1\n"
+               "  python3 -m tools.mcast_listen 30000 --count 10 --timeout 5\n"
+               "exit status: 0 normally (also on Ctrl-C); 1 when --count was given and "
+               "--timeout expired first; 2 bad arguments or cannot listen.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("port", nargs="?", type=_port, default=DEFAULT_PORT,
+                        help=f"UDP port the workers send to (default {DEFAULT_PORT})")
+    parser.add_argument("--group", default=DEFAULT_GROUP,
+                        help=f"multicast group to join (default {DEFAULT_GROUP})")
+    parser.add_argument("--iface", default=DEFAULT_IFACE,
+                        help="address of the interface to join on (default "
+                             f"{DEFAULT_IFACE}, the loopback, where our workers send)")
+    parser.add_argument("--count", type=_positive(int), metavar="N",
+                        help="exit after N datagrams")
+    parser.add_argument("--timeout", type=_positive(float), metavar="S",
+                        help="exit after S seconds without a datagram")
+    args = parser.parse_args(argv)
+
+    try:
+        sock = open_receiver(args.port, args.group, args.iface)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: cannot listen on {args.group}:{args.port} (interface "
+              f"{args.iface}): {reason}", file=sys.stderr)
+        return 2
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)
+    except ValueError:
+        pass  # not the main thread
+    port = sock.getsockname()[1]
+    print(f"listening on {args.group}:{port} (interface {args.iface}); "
+          "Ctrl-C to stop", file=sys.stderr, flush=True)
+    received = 0
+    try:
+        received = listen(sock, args.count, args.timeout, out=sys.stdout)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 0
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    finally:
+        sock.close()
+    if args.count is not None and received < args.count:
+        print(f"timed out after {args.timeout:g} s of silence: received {received} "
+              f"of {args.count} datagram(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
