@@ -1,4 +1,5 @@
-"""End-to-end tests of ``python3 -m impl_select.worker`` against a fake broker.
+"""End-to-end tests of both workers (``impl_select.worker``, ``impl_threads.worker``)
+against a fake broker: every test runs once per implementation.
 
 Everything is on 127.0.0.1; the multicast words go out through the worker's
 default --mcast-if 127.0.0.1. Each test binds its own ports (port 0), so the
@@ -20,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "239.0.0.1"
 TIMEOUT = 5.0
+IMPLEMENTATIONS = {"impl_select.worker": "select", "impl_threads.worker": "threads"}
 SYSLOG_LINE = re.compile(rb"<14>workq-worker\[(\d+)\]: (.*)", re.DOTALL)
 
 
@@ -155,9 +157,9 @@ class MulticastListener:
 # --- the worker process ---------------------------------------------------------------
 
 class WorkerProcess:
-    def __init__(self, broker_port, output_port, syslog_port, *options):
-        self.argv = [sys.executable, "-m", "impl_select.worker",
-                     f"127.0.0.1:{broker_port}", str(output_port), str(syslog_port), *options]
+    def __init__(self, module, broker, output_port, syslog_port, *options):
+        self.argv = [sys.executable, "-m", module, broker, str(output_port), str(syslog_port),
+                     *options]
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
@@ -199,21 +201,29 @@ class WorkerProcess:
         self.proc.stderr.close()
 
 
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def module(request):
+    """The worker implementation under test, as ``python3 -m`` takes it."""
+    return request.param
+
+
 @pytest.fixture
-def env():
+def env(module):
     """A fake broker, a syslog and a multicast listener, and a way to start workers."""
     class Env:
         pass
 
     e = Env()
+    e.flavour = IMPLEMENTATIONS[module]
     e.broker = FakeBroker()
     e.syslog = SyslogListener()
     e.mcast = MulticastListener()
     e.workers = []
 
-    def start(*options, broker_port=None):
-        worker = WorkerProcess(broker_port or e.broker.port, e.mcast.port, e.syslog.port,
-                               *options)
+    def start(*options, broker=None):
+        """Start a worker; ``broker`` (HOST:PORT) defaults to the fake broker."""
+        worker = WorkerProcess(module, broker or f"127.0.0.1:{e.broker.port}",
+                               e.mcast.port, e.syslog.port, *options)
         e.syslog.pid = worker.pid
         e.workers.append(worker)
         return worker
@@ -235,7 +245,7 @@ FAST = ("--word-delay", "0.02", "--fetch-interval", "0.05")
 def test_startup_line_lists_the_values_in_use(env):
     worker = env.start(*FAST)
     line = worker.stdout_line()
-    assert line == (f"workq worker (select): broker 127.0.0.1:{env.broker.port}, "
+    assert line == (f"workq worker ({env.flavour}): broker 127.0.0.1:{env.broker.port}, "
                     f"output 239.0.0.1:{env.mcast.port} via 127.0.0.1 ttl 1, "
                     f"syslog 127.0.0.1:{env.syslog.port}, word delay 0.02 s, "
                     f"fetch interval 0.05 s, concurrency 1"), f"unexpected start-up line {line!r}"
@@ -315,7 +325,7 @@ def test_job_lost_mid_stream_is_abandoned_not_done(env):
 def test_refused_connection_is_retried(env):
     closed = FakeBroker(listen=False)   # bound, not listening: connections are refused
     try:
-        env.start(*FAST, broker_port=closed.port)
+        env.start(*FAST, broker=f"127.0.0.1:{closed.port}")
         env.syslog.expect(
             rf"cannot connect to broker 127\.0\.0\.1:{closed.port}: Connection refused")
         closed.listener.listen()
@@ -366,6 +376,69 @@ def test_concurrency_2_runs_two_jobs_at_once(env):
     b.expect("DONE 11")
 
 
+def test_sigterm_stops_every_slot_mid_job(env):
+    worker = env.start("--concurrency", "2", "--word-delay", "5")
+    a, b = env.broker.accept(), env.broker.accept()
+    a.expect("FETCH")
+    b.expect("FETCH")
+    a.send("JOB 20 a1 a2")
+    b.send("JOB 21 b1 b2")
+    got = sorted(env.mcast.receive() for _ in range(2))
+    assert got == [b"a1\n", b"b1\n"], f"expected the first word of each job, got {got}"
+    code = worker.signal_and_wait(signal.SIGTERM)
+    assert code == 0, f"expected exit status 0 after SIGTERM, got {code}; stderr: {worker.stderr()}"
+    for conn in (a, b):
+        lines = conn.expect_eof()
+        assert lines == [], f"expected the worker to close without sending DONE, it sent {lines}"
+    env.syslog.expect("stopping")
+    abandoned = sorted(env.syslog.expect("abandoned job 2[01]") for _ in range(2))
+    assert abandoned == ["abandoned job 20", "abandoned job 21"], \
+        f"expected both jobs abandoned after 'stopping', got {env.syslog.seen}"
+
+
+def test_sigterm_while_the_connect_is_pending_exits_0(env):
+    # backlog 0 and one connection waiting in it: the worker's SYNs are dropped,
+    # so its connects stay pending (for the thread worker: blocked in connect)
+    env.broker.listener.listen(0)
+    filler = socket.create_connection(("127.0.0.1", env.broker.port), timeout=TIMEOUT)
+    try:
+        worker = env.start("--concurrency", "2")
+        worker.stdout_line()
+        code = worker.signal_and_wait(signal.SIGTERM)
+        stderr = worker.stderr()
+        assert code == 0, f"expected exit status 0 after SIGTERM, got {code}; stderr: {stderr}"
+        assert "Traceback" not in stderr, f"expected no traceback, got {stderr}"
+        env.syslog.expect("stopping")
+    finally:
+        filler.close()
+
+
+def test_host_name_is_resolved_and_each_address_tried(env):
+    # "localhost" may give ::1 first; the fake broker listens on 127.0.0.1 only
+    worker = env.start(*FAST, broker=f"localhost:{env.broker.port}")
+    line = worker.stdout_line()
+    assert f"broker localhost:{env.broker.port}," in line, f"unexpected start-up line {line!r}"
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    env.syslog.expect(rf"connected to broker localhost:{env.broker.port}")
+
+
+def test_both_implementations_have_the_same_command_line():
+    def run(module, *args):
+        result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=30, check=False)
+        text = (result.stdout + result.stderr).replace(module, "MODULE") \
+            .replace(f"({IMPLEMENTATIONS[module]})", "(FLAVOUR)")
+        # the usage lines wrap differently: the prog names differ in length
+        return result.returncode, " ".join(text.split())
+
+    for args in (["--help"], ["--concurrency", "0"], ["a", "b", "c", "d"], ["--bogus"]):
+        select_out, threads_out = (run(module, *args) for module in sorted(IMPLEMENTATIONS))
+        assert select_out == threads_out, \
+            f"expected the same output for {args} from both workers, got {select_out} " \
+            f"and {threads_out}"
+
+
 @pytest.mark.parametrize("args, complaint", [
     (["abc"], "HOST:PORT"),
     (["127.0.0.1:abc"], "port"),
@@ -376,8 +449,8 @@ def test_concurrency_2_runs_two_jobs_at_once(env):
     (["--mcast-group", "10.0.0.1"], "multicast"),
     (["--concurrency", "0"], "range"),
 ])
-def test_bad_arguments_give_one_line_and_exit_2(args, complaint):
-    result = subprocess.run([sys.executable, "-m", "impl_select.worker", *args], cwd=ROOT,
+def test_bad_arguments_give_one_line_and_exit_2(module, args, complaint):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2, f"expected exit 2 for {args}, got {result.returncode}"
     lines = result.stderr.splitlines()
@@ -386,8 +459,8 @@ def test_bad_arguments_give_one_line_and_exit_2(args, complaint):
     assert result.stdout == "", f"expected nothing on stdout, got {result.stdout!r}"
 
 
-def test_help_explains_the_options():
-    result = subprocess.run([sys.executable, "-m", "impl_select.worker", "--help"], cwd=ROOT,
+def test_help_explains_the_options(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, f"expected exit 0, got {result.returncode}: {result.stderr}"
     for option in ("--word-delay", "--fetch-interval", "--mcast-group", "--mcast-if",

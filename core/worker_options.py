@@ -1,0 +1,165 @@
+"""Command line of the worker, shared by every implementation (DESIGN.md contract).
+
+    python3 -m impl_<flavour>.worker [HOST:PORT [OUTPUT_PORT [SYSLOG_PORT]]] [options]
+
+Pure argparse: every implementation gets the same arguments, options,
+defaults, help, error messages and start-up line; only the flavour word
+("select", "threads") and the prog name differ. The broker's command line is
+in ``core.options``.
+"""
+
+import argparse
+import ipaddress
+import math
+
+from .options import DEFAULT_WORKER_PORT
+
+__all__ = [
+    "DEFAULT_BROKER", "DEFAULT_OUTPUT_PORT", "DEFAULT_SYSLOG_PORT", "SYSLOG_HOST",
+    "worker_parser", "parse_worker_args", "broker_label", "startup_line",
+]
+
+DEFAULT_BROKER = f"127.0.0.1:{DEFAULT_WORKER_PORT}"
+DEFAULT_OUTPUT_PORT = 30000
+DEFAULT_SYSLOG_PORT = 30001
+SYSLOG_HOST = "127.0.0.1"
+MAX_CONCURRENCY = 10000
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, no usage block, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# --- argument types --------------------------------------------------------------
+
+def _host_port(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]   # [::1]:50001
+    return host, _port(port)
+
+
+def _port(text):
+    # Not core.options.port_number: that one takes 0 (a listener's "any port"),
+    # which a worker cannot connect or send to, and says so in its range message.
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
+    return port
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more: {text!r}")
+    return value
+
+
+def _ipv4(text):
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+
+
+def _multicast_group(text):
+    address = _ipv4(text)
+    if not ipaddress.IPv4Address(address).is_multicast:
+        raise argparse.ArgumentTypeError(f"not a multicast address (224.0.0.0/4): {text!r}")
+    return address
+
+
+def _int_range(low, high):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"out of range {low}-{high}: {value}")
+        return value
+    return parse
+
+
+def _name(text):
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"name must be non-empty, without spaces: {text!r}")
+    return text
+
+
+# --- the parser ----------------------------------------------------------------------
+
+def worker_parser(prog, flavour):
+    """The worker's parser; errors are one line on stderr and exit status 2."""
+    parser = _Parser(
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            f"workq worker ({flavour}): fetches jobs from the broker's worker port, sends each\n"
+            "word of a job as one UDP multicast datagram (word + LF), reports DONE, and\n"
+            f"logs its progress to UDP syslog on {SYSLOG_HOST}. Reconnects with backoff\n"
+            "(1 s doubling to 8 s) when the broker goes away; stops on SIGINT/SIGTERM."),
+        epilog=(
+            "network safety: multicast sent through the default interface leaves the\n"
+            "machine on the real network card. --mcast-if therefore defaults to\n"
+            "127.0.0.1 (loopback) and --mcast-ttl to 1; choose a LAN interface address\n"
+            "only when you mean to send on that LAN.\n\n"
+            f"example: {prog} {DEFAULT_BROKER} {DEFAULT_OUTPUT_PORT} {DEFAULT_SYSLOG_PORT} "
+            "--word-delay 0.1"),
+    )
+    parser.add_argument("broker", nargs="?", default=DEFAULT_BROKER, type=_host_port,
+                        metavar="HOST:PORT",
+                        help=f"the broker's worker port (default {DEFAULT_BROKER}); "
+                             "IPv6 as [ADDR]:PORT")
+    parser.add_argument("output_port", nargs="?", default=DEFAULT_OUTPUT_PORT, type=_port,
+                        metavar="OUTPUT_PORT",
+                        help=f"UDP port the words are sent to (default {DEFAULT_OUTPUT_PORT})")
+    parser.add_argument("syslog_port", nargs="?", default=DEFAULT_SYSLOG_PORT, type=_port,
+                        metavar="SYSLOG_PORT",
+                        help=f"UDP syslog port on {SYSLOG_HOST} (default {DEFAULT_SYSLOG_PORT})")
+    parser.add_argument("--word-delay", type=_seconds, default=0.25, metavar="S",
+                        help="seconds between consecutive words of a job (default %(default)s)")
+    parser.add_argument("--fetch-interval", type=_seconds, default=0.5, metavar="S",
+                        help="seconds to wait after NOJOB before asking again (default %(default)s)")
+    parser.add_argument("--mcast-group", type=_multicast_group, default="239.0.0.1",
+                        metavar="ADDR", help="multicast group for the words (default %(default)s)")
+    parser.add_argument("--mcast-if", type=_ipv4, default="127.0.0.1", metavar="ADDR",
+                        help="address of the interface multicast leaves through (default "
+                             "%(default)s, loopback: nothing leaves this machine; see below)")
+    parser.add_argument("--mcast-ttl", type=_int_range(0, 255), default=1, metavar="N",
+                        help="multicast TTL, 0-255 (default %(default)s: never routed)")
+    parser.add_argument("--concurrency", type=_int_range(1, MAX_CONCURRENCY), default=1,
+                        metavar="N",
+                        help="job slots, each with its own broker connection and word timer, "
+                             f"1-{MAX_CONCURRENCY} (default %(default)s)")
+    parser.add_argument("--name", type=_name, default="workq-worker",
+                        help="syslog ident: messages read NAME[PID]: ... (default %(default)s)")
+    return parser
+
+
+def parse_worker_args(prog, flavour, argv):
+    """Parse ``argv`` (options may come between the positional arguments)."""
+    return worker_parser(prog, flavour).parse_intermixed_args(argv)
+
+
+def broker_label(host, port):
+    """HOST:PORT as the worker prints and logs it; [ADDR]:PORT for IPv6."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def startup_line(flavour, args):
+    return (f"workq worker ({flavour}): broker {broker_label(*args.broker)}, "
+            f"output {args.mcast_group}:{args.output_port} via {args.mcast_if} "
+            f"ttl {args.mcast_ttl}, syslog {SYSLOG_HOST}:{args.syslog_port}, "
+            f"word delay {args.word_delay:g} s, fetch interval {args.fetch_interval:g} s, "
+            f"concurrency {args.concurrency}")

@@ -1,0 +1,202 @@
+"""What both worker shells share (impl_threads.worker imports it too).
+
+The part of a worker that does not depend on the I/O model: start-up
+(``worker_main``), the outputs every slot shares, carrying out a slot's
+actions (``SlotShell``), resolving the broker's address, and the stop
+request that SIGINT/SIGTERM raise. Each shell adds only how its broker
+sockets connect, send and wait.
+"""
+
+import select
+import signal
+import socket
+import sys
+import time
+
+from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
+from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
+from impl_select.netutil import raise_descriptor_limit
+from impl_select.output import multicast_sender, syslog_logger
+
+__all__ = ["ConnectFailed", "Outputs", "SlotShell", "StopRequest",
+           "describe", "resolve", "worker_main"]
+
+
+def describe(error):
+    """An OSError (or the like) as a short reason: "Connection refused"."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+class ConnectFailed(Exception):
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def resolve(host, port):
+    """getaddrinfo for a TCP connection to the broker, each address to try in turn
+    (e.g. ::1 then 127.0.0.1 for localhost); ConnectFailed if there is none."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConnectFailed(describe(e)) from None
+    if not addresses:
+        raise ConnectFailed("no address")
+    return addresses
+
+
+class Outputs:
+    """The multicast word sender and the syslog logger, shared by every slot.
+
+    Both are safe to use from several threads: a UDP sendto is one system
+    call, and logging handlers take their own lock.
+    """
+
+    def __init__(self, mcast, address, logger):
+        self.mcast = mcast
+        self.address = address        # (group, port)
+        self.logger = logger
+        self._failing = False         # a flag, not a lock: at worst a failure is reported twice
+
+    def emit(self, payload):
+        # a blocking sendto is fine: a UDP send buffer drains at once, nothing waits on a peer
+        try:
+            self.mcast.sendto(payload, self.address)
+        except OSError as e:
+            if not self._failing:   # report once per run of failures, not per word
+                print(f"workq worker: cannot send to {self.address[0]}:{self.address[1]}: "
+                      f"{describe(e)}", file=sys.stderr, flush=True)
+            self._failing = True
+        else:
+            self._failing = False
+
+    def log(self, message):
+        self.logger.info(message)
+
+    def close(self):
+        self.mcast.close()
+        for handler in self.logger.handlers:
+            handler.close()
+
+
+class SlotShell:
+    """Carries out one WorkerSlot's actions, in order.
+
+    A shell subclasses it and supplies the broker socket's side: ``send(data)``
+    (skipped when there is no socket), ``connect()`` and ``close()``.
+    """
+
+    def __init__(self, slot, outputs):
+        self.slot = slot
+        self.outputs = outputs
+        self._broken = None     # why the socket broke while carrying out actions
+
+    def execute(self, actions):
+        for action in actions:
+            if isinstance(action, Send):
+                self.send(action.data)
+            elif isinstance(action, Emit):
+                self.outputs.emit(action.payload)
+            elif isinstance(action, Log):
+                self.outputs.log(action.message)
+            elif isinstance(action, Connect):
+                self.connect()
+            elif isinstance(action, Close):
+                self.close()
+            else:
+                raise TypeError(f"unknown action {action!r}")
+        self.report_broken()
+
+    def broke(self, reason):
+        """A send failed: drop the socket now, tell the slot once the batch is done
+        (so the batch's later actions run in the order the slot meant them)."""
+        self.close()
+        self._broken = reason
+
+    def report_broken(self):
+        if self._broken is not None:
+            reason, self._broken = self._broken, None
+            self.execute(self.slot.connection_lost(reason, time.monotonic()))
+
+    def lost(self, reason):
+        """EOF or an error on the socket, outside a batch of actions."""
+        self.close()
+        self.execute(self.slot.connection_lost(reason, time.monotonic()))
+
+    def connect_failed(self, reason):
+        self.execute(self.slot.connect_failed(reason, time.monotonic()))
+
+    def connected(self):
+        self.execute(self.slot.connected(time.monotonic()))
+
+    # --- the shell's part ---
+
+    def send(self, data):
+        raise NotImplementedError
+
+    def connect(self):
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+
+class StopRequest:
+    """Raised by SIGINT/SIGTERM (or by a thread that must bring the worker down).
+
+    ``fileno()`` turns readable once requested and stays so, for a selector to
+    wake on. ``request`` only sets a flag and writes a byte, so it is safe in a
+    signal handler (no lock it could deadlock on) and from any thread.
+    """
+
+    def __init__(self):
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self.requested = False
+
+    def install(self):
+        signal.signal(signal.SIGINT, self.request)
+        signal.signal(signal.SIGTERM, self.request)
+
+    def request(self, signum=None, frame=None):
+        self.requested = True
+        try:
+            self._writer.send(b"\0")
+        except OSError:    # buffer full (already readable) or closed
+            pass
+
+    def fileno(self):
+        return self._reader.fileno()
+
+    def wait(self):
+        while not self.requested:
+            select.select([self._reader], [], [])
+
+    def close(self):
+        self._reader.close()
+        self._writer.close()
+
+
+def worker_main(prog, flavour, argv, serve):
+    """Parse the command line, open the outputs, print the start-up line and
+    ``serve(broker, slots, outputs, stop)`` until SIGINT/SIGTERM; its return is the exit status."""
+    args = parse_worker_args(prog, flavour, sys.argv[1:] if argv is None else argv)
+    raise_descriptor_limit()    # a socket per slot: --concurrency may pass the default 1,024
+    try:
+        mcast = multicast_sender(args.mcast_if, args.mcast_ttl)
+    except OSError as e:
+        sys.exit(f"workq worker: cannot use --mcast-if {args.mcast_if}: {describe(e)}")
+    logger = syslog_logger(args.syslog_port, name=args.name, host=SYSLOG_HOST)
+    outputs = Outputs(mcast, (args.mcast_group, args.output_port), logger)
+    slots = [WorkerSlot(broker_label(*args.broker), word_delay=args.word_delay,
+                        fetch_interval=args.fetch_interval)
+             for _ in range(args.concurrency)]
+    stop = StopRequest()
+    stop.install()
+    print(startup_line(flavour, args), flush=True)
+    try:
+        return serve(args.broker, slots, outputs, stop)
+    finally:
+        outputs.close()
+        stop.close()
