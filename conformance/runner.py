@@ -1,0 +1,443 @@
+"""Runs one exchange of spec/protocol.yaml against a target, step by step,
+as spec/EXCHANGES.md defines the steps, recording the wire as it goes."""
+
+import select
+import socket
+import time
+
+from .patterns import SpecError, expand_references, match_line, substitute
+from .targets import Target, TargetError, free_tcp_port, udp_ports_of_process_tree
+from .wire import Connection, DatagramReceiver, Transcript, show
+
+__all__ = ["Settings", "ExchangeFailure", "ExchangeRun", "SpecError"]
+
+DEFAULT_TIMEOUT = 5.0
+POLL_INTERVAL = 0.02  # wait_state: between two STATUS requests
+HOST = "127.0.0.1"
+
+
+class Settings:
+    """How to reach the targets: command templates or an existing broker."""
+
+    def __init__(self, broker_cmd, worker_cmd, cwd, python, multicast_group,
+                 broker_addr=None, network="loopback"):
+        self.broker_cmd = broker_cmd
+        self.worker_cmd = worker_cmd
+        self.cwd = cwd
+        self.python = python
+        self.multicast_group = multicast_group
+        self.broker_addr = broker_addr  # (host, client_port, worker_port) or None
+        self.network = network
+
+
+class ExchangeFailure(Exception):
+    """The target did not do what the step says; ``details`` explain how."""
+
+    def __init__(self, summary, details=()):
+        super().__init__(summary)
+        self.summary = summary
+        self.details = list(details)
+
+
+class ExchangeRun:
+    def __init__(self, exchange, settings):
+        self.exchange = exchange
+        self.settings = settings
+        self.transcript = Transcript()
+        self.values = {}
+        self.connections = {}
+        self.last_connection = None
+        self.broker = None
+        self.workers = {}
+        self.multicast = None
+        self.syslog = None
+        self.source_owner = {}  # UDP source port -> worker name
+        self.multicast_cursor = {}  # source -> datagrams of it already matched
+        self.syslog_cursor = 0
+        self.step_number = 0
+        self.status_polls = 0
+
+    # -- the whole exchange ------------------------------------------------
+
+    def run(self):
+        try:
+            self._start_targets()
+            for self.step_number, step in enumerate(self.exchange["steps"], 1):
+                self._run_step(step)
+        finally:
+            self._stop_targets()
+
+    def _start_targets(self):
+        steps = self.exchange["steps"]
+        if self.exchange.get("role") == "worker":
+            raise SpecError("role worker (the suite plays the broker): spec/EXCHANGES.md "
+                            "defines no steps for it yet")
+        if self.settings.broker_addr:
+            self.host, self.client_port, self.worker_port = self.settings.broker_addr
+        else:
+            self.host = HOST
+            self.client_port, self.worker_port = free_tcp_port(), free_tcp_port()
+            while self.worker_port == self.client_port:
+                self.worker_port = free_tcp_port()
+            command = self._fill("broker", self.settings.broker_cmd,
+                                 client_port=self.client_port,
+                                 worker_port=self.worker_port)
+            self.broker = Target("broker", command, self.settings.cwd)
+            self.transcript.add(f"-- broker started (pid {self.broker.pid}): {command}")
+            self.broker.wait_listening([self.client_port, self.worker_port])
+            self.transcript.add(f"-- broker listening: client port {self.client_port}, "
+                                f"worker port {self.worker_port}")
+        # The receivers exist before any worker starts, so no datagram is lost.
+        if any(key in step for step in steps
+               for key in ("start_worker", "expect_words", "expect_syslog")):
+            self.multicast = DatagramReceiver.multicast(
+                self.settings.multicast_group, HOST, self.transcript, self._owner_of)
+            self.syslog = DatagramReceiver.syslog(self.transcript, self._owner_of)
+
+    def _stop_targets(self):
+        for connection in self.connections.values():
+            if not connection.closed_by_us:
+                connection.close()
+        for name, worker in self.workers.items():
+            worker.terminate()
+        if self.broker:
+            self.broker.terminate()
+        for receiver in (self.multicast, self.syslog):
+            if receiver:
+                receiver.close()
+
+    def release(self):
+        """Free what the failure report needed (temporary files of output)."""
+        for target in self.targets():
+            target.close()
+
+    def targets(self):
+        return ([self.broker] if self.broker else []) + list(self.workers.values())
+
+    def _fill(self, what, template, **ports):
+        values = dict(python=self.settings.python, **ports)
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError) as error:
+            raise TargetError(f"bad {what} command template {template!r}: {error!r}; "
+                              f"placeholders: {', '.join('{%s}' % k for k in values)}")
+
+    # -- steps ---------------------------------------------------------------
+
+    ACTIONS = ("connect", "send", "send_raw", "send_repeat", "expect", "expect_closed",
+               "close", "shutdown_write", "wait_state", "start_worker", "stop_worker",
+               "expect_words", "expect_syslog")
+
+    def _run_step(self, step):
+        actions = [key for key in step if key in self.ACTIONS]
+        if len(actions) != 1:
+            raise SpecError(f"step {self.step_number} needs exactly one action "
+                            f"of {', '.join(self.ACTIONS)}: {step!r}")
+        action = actions[0]
+        timeout = float(step.get("timeout", DEFAULT_TIMEOUT))
+        getattr(self, "_" + action)(step[action], step, time.monotonic() + timeout, timeout)
+
+    def _step_note(self, text):
+        self.transcript.add(text, step=self.step_number)
+
+    def _fail(self, summary, *details):
+        self.transcript.add("!! failed here (details below)")
+        raise ExchangeFailure(f"step {self.step_number}: {summary}", details)
+
+    def _connection(self, step):
+        name = step.get("conn")
+        if name is None:
+            if self.last_connection is None:
+                raise SpecError(f"step {self.step_number}: no connection opened yet")
+            return self.last_connection
+        if name not in self.connections:
+            raise SpecError(f"step {self.step_number}: no connection named {name!r}")
+        return self.connections[name]
+
+    def _connect(self, name, step, deadline, timeout):
+        port_name = step.get("port", "client")
+        port = {"client": self.client_port, "worker": self.worker_port}.get(port_name)
+        if port is None:
+            raise SpecError(f"port must be client or worker, not {port_name!r}")
+        self._step_note(f"connect {name} to the {port_name} port ({self.host}:{port})")
+        self.last_connection = self.connections[name] = self._open(name, port, timeout)
+
+    def _open(self, name, port, timeout, quiet=False):
+        try:
+            sock = socket.create_connection((self.host, port), timeout=timeout)
+        except OSError as error:
+            self._fail(f"cannot connect {name} to {self.host}:{port}: {error}")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return Connection(name, sock, self.transcript, quiet=quiet)
+
+    def _send(self, text, step, deadline, timeout):
+        connection = self._connection(step)
+        line = substitute(text, self.values)
+        self.transcript.add(f"{connection.name} C> {show(line)}", step=self.step_number)
+        self._write(connection, line.encode("utf-8") + b"\n", deadline)
+
+    def _send_raw(self, text, step, deadline, timeout):
+        connection = self._connection(step)
+        data = substitute(text, self.values)
+        self.transcript.add(f"{connection.name} C> {ascii(data)[1:-1]}  (raw, no LF added)",
+                            step=self.step_number)
+        self._write(connection, _latin1(data), deadline)
+
+    def _send_repeat(self, spec, step, deadline, timeout):
+        connection = self._connection(step)
+        prefix = substitute(spec.get("prefix", ""), self.values)
+        fill = substitute(spec["fill"], self.values)
+        suffix = substitute(spec.get("suffix", "\n"), self.values)
+        count = int(spec["count"])
+        size = len(prefix) + len(fill) * count + len(suffix)
+        self.transcript.add(f"{connection.name} C> {ascii(prefix)} + {ascii(fill)} x {count}"
+                            f" + {ascii(suffix)}  ({size} bytes)", step=self.step_number)
+        self._write(connection, _latin1(prefix) + _latin1(fill) * count + _latin1(suffix),
+                    deadline)
+
+    def _write(self, connection, data, deadline):
+        """Send everything while reading what arrives meanwhile.
+
+        Reading while sending matters for long lines: the broker answers
+        LINE_TOO_LONG and closes while we are still sending.
+        """
+        view, sent = memoryview(data), 0
+        while sent < len(data):
+            try:
+                sent += connection.sock.send(view[sent:])
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                self.transcript.add(f"{connection.name} -- sending stopped after {sent} of "
+                                    f"{len(data)} bytes: {error.strerror or error}")
+                return
+            if time.monotonic() > deadline:
+                self._fail(f"the broker did not take {len(data)} bytes on "
+                           f"{connection.name}: only {sent} sent")
+            self._pump(min(deadline, time.monotonic() + 0.05), writing=connection)
+
+    def _expect(self, pattern, step, deadline, timeout):
+        connection = self._connection(step)
+        self._step_note(f"expect on {connection.name}: {pattern}")
+        self._pump(deadline, lambda: connection.lines or not connection.readable)
+        expected = [f"expected: {pattern}"]
+        if expand_references(pattern, self.values) != pattern:
+            expected.append(f"    i.e.: {expand_references(pattern, self.values)}")
+        if not connection.lines:
+            self._fail(f"expect on {connection.name}", *expected,
+                       f"received: {self._nothing(connection, timeout)}")
+        line = connection.lines.pop(0)
+        captured = match_line(pattern, line, self.values)
+        if captured is None:
+            self._fail(f"expect on {connection.name}", *expected, f"received: {show(line)}")
+        self._capture(captured)
+
+    def _nothing(self, connection, timeout):
+        if connection.closed_by_peer:
+            left = f" after unterminated data {bytes(connection.buffer)!r}" if connection.buffer else ""
+            return f"connection closed ({connection.closed_by_peer}){left}"
+        if connection.closed_by_us:
+            return "nothing: we closed this connection earlier"
+        return f"nothing within {timeout:.1f} s"
+
+    def _capture(self, captured):
+        for name, value in captured.items():
+            self.values[name] = value
+            self.transcript.add(f"   {name} = {show(value)}")
+
+    def _expect_closed(self, value, step, deadline, timeout):
+        connection = self._connection(step)
+        self._step_note(f"expect {connection.name} closed by the broker")
+        self._pump(deadline, lambda: connection.lines or not connection.readable)
+        if connection.lines:
+            self._fail(f"expect {connection.name} closed", "expected: connection closed",
+                       f"received: {show(connection.lines[0])}")
+        if connection.closed_by_peer and connection.buffer:
+            self._fail(f"expect {connection.name} closed", "expected: connection closed",
+                       f"received: unterminated data {bytes(connection.buffer)!r}")
+        if not connection.closed_by_peer:
+            self._fail(f"expect {connection.name} closed", "expected: connection closed",
+                       f"received: {self._nothing(connection, timeout)} "
+                       f"(still open after {timeout:.1f} s)")
+
+    def _close(self, name, step, deadline, timeout):
+        connection = self._connection({"conn": name})
+        self._step_note(f"close {name}")
+        connection.close()
+
+    def _shutdown_write(self, name, step, deadline, timeout):
+        connection = self._connection({"conn": name})
+        self._step_note(f"half-close {name} (send EOF, keep reading)")
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            self.transcript.add(f"{name} -- shutdown failed: {error}")
+
+    def _wait_state(self, spec, step, deadline, timeout):
+        job_id = substitute(spec["id"], self.values)
+        state = str(spec["state"])
+        self._step_note(f"poll STATUS {job_id} until {state}")
+        self.status_polls += 1
+        # Its own connection, named so that no exchange can use the name.
+        name = f"#status{self.status_polls}"
+        connection = self._open(name, self.client_port, timeout, quiet=True)
+        self.connections[name] = connection
+        polls, last_answer = 0, None
+        try:
+            while True:
+                polls += 1
+                self._write(connection, f"STATUS {job_id}\n".encode(), deadline)
+                self._pump(deadline, lambda: connection.lines or not connection.readable)
+                if not connection.lines:
+                    self._fail(f"poll STATUS {job_id} until {state}",
+                               f"expected: {state}",
+                               f"received: {self._nothing(connection, timeout)} "
+                               f"(last answer: {last_answer}, {polls} polls)")
+                answer = connection.lines.pop(0)
+                if answer != last_answer:
+                    self.transcript.add(f"{name} C> STATUS {job_id}")
+                    self.transcript.add(f"{name} S< {show(answer)}  (poll {polls})")
+                    last_answer = answer
+                if answer == state:
+                    return
+                if time.monotonic() + POLL_INTERVAL > deadline:
+                    self._fail(f"poll STATUS {job_id} until {state}",
+                               f"expected: {state}",
+                               f"received: {show(answer)} for {timeout:.1f} s ({polls} polls)")
+                self._pump(time.monotonic() + POLL_INTERVAL)
+        finally:
+            connection.close()
+            del self.connections[name]
+
+    def _start_worker(self, name, step, deadline, timeout):
+        if name in self.workers:
+            raise SpecError(f"worker {name!r} started twice")
+        command = self._fill(
+            "worker", self.settings.worker_cmd,
+            broker=f"{self.host}:{self.worker_port}", worker_port=self.worker_port,
+            client_port=self.client_port, output_port=self.multicast.port,
+            syslog_port=self.syslog.port)
+        worker = self.workers[name] = Target(f"worker {name}", command, self.settings.cwd)
+        self._step_note(f"start worker {name} (pid {worker.pid}): {command}")
+
+    def _stop_worker(self, name, step, deadline, timeout):
+        worker = self.workers.get(name)
+        if worker is None:
+            raise SpecError(f"stop_worker: no worker named {name!r}")
+        self._step_note(f"stop worker {name} (SIGTERM)")
+        stopped = worker.terminate()
+        self.transcript.add(f"-- worker {name} {worker.stop_note}")
+        if not stopped:
+            self._fail(f"worker {name} did not exit within 2 s of SIGTERM")
+
+    def _expect_words(self, words, step, deadline, timeout):
+        words = [substitute(word, self.values) for word in words]
+        sender = step.get("from")
+        if sender is not None and sender not in self.workers:
+            raise SpecError(f"expect_words from {sender!r}: no such worker")
+        self._step_note("expect words " + " ".join(words) +
+                        (f" from worker {sender}" if sender else ""))
+        wanted = [word.encode("utf-8") + b"\n" for word in words]
+        found = self._pump(deadline, lambda: self._find_words(wanted, sender))
+        if not found:
+            received = self._received_words(sender)
+            self._fail("expect words", "expected: " + " ".join(words) +
+                       (f"  (from worker {sender})" if sender else "  (from one source)"),
+                       *(received or [f"received: no datagram within {timeout:.1f} s"]))
+
+    def _find_words(self, wanted, sender):
+        """Find ``wanted`` as a run of one source's datagrams not yet matched."""
+        for source, payloads in self._datagrams_by_source().items():
+            if sender is not None and self._owner_of(source[1]) != sender:
+                continue
+            start = self.multicast_cursor.get(source, 0)
+            for index in range(start, len(payloads) - len(wanted) + 1):
+                if payloads[index:index + len(wanted)] == wanted:
+                    self.multicast_cursor[source] = index + len(wanted)
+                    return True
+        return False
+
+    def _datagrams_by_source(self):
+        sources = {}
+        for datagram in self.multicast.datagrams:
+            sources.setdefault(datagram.source, []).append(datagram.payload)
+        return sources
+
+    def _received_words(self, sender):
+        lines = []
+        for source, payloads in self._datagrams_by_source().items():
+            owner = self._owner_of(source[1])
+            if sender is None or owner == sender:
+                words = [show(self.multicast.text(p)) for p in
+                         payloads[self.multicast_cursor.get(source, 0):]]
+                lines.append(f"received from {owner or '%s:%d' % source}: " + " ".join(words))
+        return lines
+
+    def _expect_syslog(self, pattern, step, deadline, timeout):
+        self._step_note(f"expect syslog: {pattern}")
+
+        def matched():
+            while self.syslog_cursor < len(self.syslog.datagrams):
+                datagram = self.syslog.datagrams[self.syslog_cursor]
+                self.syslog_cursor += 1
+                captured = match_line(pattern, self.syslog.text(datagram.payload), self.values)
+                if captured is not None:
+                    self._capture(captured)
+                    return True
+            return False
+
+        if not self._pump(deadline, matched):
+            self._fail("expect syslog", f"expected: {pattern}",
+                       f"received: no matching syslog message within {timeout:.1f} s "
+                       f"({len(self.syslog.datagrams)} syslog messages in all)")
+
+    # -- waiting -------------------------------------------------------------
+
+    def _pump(self, deadline, ready=lambda: False, writing=None):
+        """Read whatever arrives until ``ready()`` or the deadline; return ready().
+
+        Every socket is read, not only the one a step waits on, so the
+        transcript shows each line and datagram when it arrived.
+        """
+        while True:
+            if ready():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readers = [c for c in self.connections.values() if c.readable]
+            readers += [r for r in (self.multicast, self.syslog) if r]
+            writers = [writing.sock] if writing and not writing.closed_by_us else []
+            by_socket = {r.sock: r for r in readers}
+            readable, writable, _ = select.select(list(by_socket), writers, [],
+                                                  min(remaining, 0.1))
+            for sock in readable:
+                by_socket[sock].on_readable()
+            if writable:
+                return ready()
+            self._note_exits()
+
+    def _note_exits(self):
+        for target in self.targets():
+            if target.returncode is not None and not getattr(target, "exit_noted", False):
+                target.exit_noted = True
+                if not target.stop_note:
+                    self.transcript.add(f"-- {target.label} exited with code {target.returncode}")
+
+    def _owner_of(self, port):
+        if port not in self.source_owner:
+            for name, worker in self.workers.items():
+                if worker.returncode is None and port in udp_ports_of_process_tree(worker.pid):
+                    self.source_owner[port] = name
+                    break
+            else:
+                return None  # not (yet) traced; try again with the next datagram
+        return self.source_owner[port]
+
+
+def _latin1(text):
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as error:
+        raise SpecError(f"raw text must be latin-1 (one byte per character): {error}")

@@ -1,0 +1,180 @@
+"""Processes under test: start from a command template, find out when they
+listen, stop them, keep what they printed. Only sockets and /proc: the suite
+never imports an implementation."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+__all__ = ["TargetError", "Target", "free_tcp_port", "is_listening",
+           "udp_ports_of_process_tree"]
+
+STOP_GRACE_SECONDS = 2.0
+
+
+class TargetError(Exception):
+    """A target could not be started or did not come up."""
+
+
+def free_tcp_port():
+    # Bind port 0 to let the kernel pick; inside our own network namespace
+    # nobody else can take it before the target binds it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _proc_net_rows(table):
+    # thread-self: the network namespace is per thread (see netns.py).
+    try:
+        with open(f"/proc/thread-self/net/{table}") as rows:
+            return [row.split() for row in rows.readlines()[1:]]
+    except OSError:
+        return None
+
+
+def is_listening(port, host="127.0.0.1"):
+    """True when something listens on TCP ``port``.
+
+    Read from /proc/net/tcp where we can, so that finding out costs the
+    target no connection (a probe connection would show up, briefly, in
+    STATS counts); elsewhere fall back to a connect probe.
+    """
+    rows = _proc_net_rows("tcp")
+    if rows is None:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    rows += _proc_net_rows("tcp6") or []
+    listen = "0A"
+    return any(int(row[1].rsplit(":", 1)[1], 16) == port and row[3] == listen
+               for row in rows)
+
+
+def _process_tree(pid):
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo += [int(child) for child in children.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def udp_ports_of_process_tree(pid):
+    """Local UDP ports of the sockets a process (or its children) holds.
+
+    This is how a multicast or syslog datagram's source port is traced back
+    to the worker that sent it, for ``expect_words`` with ``from:``.
+    """
+    inodes = set()
+    for member in _process_tree(pid):
+        try:
+            for fd in os.listdir(f"/proc/{member}/fd"):
+                link = os.readlink(f"/proc/{member}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for table in ("udp", "udp6"):
+        for row in _proc_net_rows(table) or []:
+            if row[9] in inodes:
+                ports.add(int(row[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class Target:
+    """One started process (a broker or a worker) and its captured output."""
+
+    def __init__(self, label, command_line, cwd):
+        self.label = label
+        self.command_line = command_line
+        self.stdout = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()
+        self.stop_note = ""
+        # Unbuffered so that what a Python target printed survives SIGTERM.
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            self.process = subprocess.Popen(
+                shlex.split(command_line), cwd=cwd, env=env,
+                stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=self.stderr,
+                # Own process group: a wrapper's children get the signals too.
+                start_new_session=True)
+        except OSError as error:
+            raise TargetError(f"cannot start {label}: {command_line}: {error}") from None
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def returncode(self):
+        return self.process.poll()
+
+    def wait_listening(self, ports, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not all(is_listening(port) for port in ports):
+            if self.returncode is not None:
+                raise TargetError(f"{self.label} exited with code {self.returncode} "
+                                  f"before listening on {ports}")
+            if time.monotonic() > deadline:
+                raise TargetError(f"{self.label} was not listening on {ports} "
+                                  f"after {timeout:.1f} s")
+            time.sleep(0.01)
+
+    def _signal(self, signum):
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self, grace=STOP_GRACE_SECONDS):
+        """SIGTERM, then SIGKILL after ``grace`` s; True if SIGTERM was enough."""
+        if self.returncode is not None:
+            return True
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+            self.stop_note = f"exited with code {self.returncode} after SIGTERM"
+            return True
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait()
+            self.stop_note = f"killed: still running {grace:.1f} s after SIGTERM"
+            return False
+
+    def output(self, limit=4000):
+        """stdout and stderr, each cut to its last ``limit`` characters."""
+        texts = []
+        for stream in (self.stdout, self.stderr):
+            stream.seek(0)
+            text = stream.read().decode("utf-8", "replace")
+            if len(text) > limit:
+                text = f"[... {len(text) - limit} characters cut ...]\n" + text[-limit:]
+            texts.append(text)
+        return texts
+
+    def close(self):
+        self.stdout.close()
+        self.stderr.close()
+
+    def report(self):
+        status = self.stop_note or (
+            "running" if self.returncode is None else f"exited with code {self.returncode}")
+        out, err = self.output()
+        lines = [f"{self.label} (pid {self.pid}, {status}): {self.command_line}"]
+        for name, text in (("stdout", out), ("stderr", err)):
+            lines.append(f"  --- {name} ---" + ("" if text.strip() else " (empty)"))
+            lines += ["  " + line for line in text.rstrip("\n").splitlines()]
+        return "\n".join(lines)
