@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .netns import enter_private_netns
+from .netns import describe, enter_private_netns
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import load_spec
 from .targets import TargetError
@@ -73,7 +73,7 @@ def pytest_configure(config):
     elif config.getoption("netns") == "off":
         network = "loopback (--netns off)"
     else:
-        network = enter_private_netns()[1]
+        network = describe(enter_private_netns())
     impl_broker, impl_worker = IMPLEMENTATIONS["impl_" + config.getoption("impl")]
     spec_path = Path(config.getoption("spec")).resolve()
     config.stash[SPEC_PATH] = spec_path

@@ -3,7 +3,7 @@
     python3 -m tools.demo [--jobs N] [--workers 2] [--word-delay S]
                           [--impl select|threads] [--deadline S] [--seed X]
 
-Enters a private network namespace where it can (tools/netns.py), starts a
+Enters a private network namespace where it can (conformance/netns.py, shared with the test suite), starts a
 broker and workers on free ports, submits autoCall-style jobs, prints the
 words arriving on the multicast group and the workers' syslog lines as they
 come, waits until every job is ``completed``, prints a per-job summary and
@@ -25,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from tools import client, mcast_listen, netns, syslog_listen
+from conformance import netns
+from tools import client, mcast_listen, syslog_listen
 from tools.words import random_job_text
 
 __all__ = [

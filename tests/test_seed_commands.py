@@ -1,0 +1,94 @@
+"""The command lines of the contract, typed as a user would, end to end.
+
+Inside the private network namespace this test process runs in (see
+conformance/netns.py) the default ports are ours alone, so the commands run
+verbatim; outside one they run on free ports instead.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conformance.netns import inside_private_netns
+from tools.mcast_listen import open_receiver
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ports():
+    if inside_private_netns():
+        return 50000, 50001, 30000, 30001
+    return free_port(), free_port(), free_port(), free_port()
+
+
+def start(*args):
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return proc
+
+
+def run(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, input=stdin, text=True,
+                          capture_output=True, timeout=30)
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("impl", ["impl_select", "impl_threads"])
+def test_seed_walkthrough(impl, ports):
+    client_port, worker_port, output_port, syslog_port = ports
+    broker = start(f"{impl}.broker", str(client_port), str(worker_port))
+    worker = None
+    try:
+        banner = broker.stdout.readline()
+        assert f":{client_port}" in banner and f":{worker_port}" in banner, \
+            f"broker start-up line should name its ports, got {banner!r} ({broker.stderr.read() if broker.poll() is not None else ''})"
+
+        if shutil.which("nc"):
+            nc = subprocess.run(["nc", "-q1", "127.0.0.1", str(client_port)], input="JOB a b\n",
+                                capture_output=True, text=True, timeout=10)
+            assert nc.stdout == "ID 1\n", f"nc as a client: expected 'ID 1', got {nc.stdout!r} {nc.stderr!r}"
+        else:
+            assert run("tools.client", "127.0.0.1", str(client_port), "JOB", "a", "b").stdout == "ID 1\n"
+
+        auto = run("tools.client", "127.0.0.1", str(client_port), "autoCall", "--num-jobs", "2", "--delay", "0")
+        assert auto.returncode == 0, f"autoCall failed: {auto.stdout}{auto.stderr}"
+        assert "submitted 2" in auto.stdout and "failed 0" in auto.stdout, auto.stdout
+
+        receiver = open_receiver(output_port)
+        receiver.settimeout(10)
+        worker = start(f"{impl}.worker", f"127.0.0.1:{worker_port}", str(output_port), str(syslog_port))
+        word, _ = receiver.recvfrom(2048)
+        assert word == b"a\n", f"first datagram should be the first word of job 1, got {word!r}"
+        receiver.close()
+
+        deadline = time.monotonic() + 30
+        while True:
+            status = run("tools.client", f"127.0.0.1:{client_port}", "STATUS", "1").stdout.strip()
+            if status == "completed" or time.monotonic() > deadline:
+                break
+        assert status == "completed", f"job 1 should complete, STATUS says {status!r}"
+    finally:
+        if worker:
+            stop(worker)
+        stop(broker)
+    assert broker.returncode == 0, f"broker should exit 0 on SIGTERM, got {broker.returncode}"
