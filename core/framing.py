@@ -50,6 +50,9 @@ class LineFramer:
             return self._cut_at_overlong(lines)
         return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
 
+    def has_partial(self):
+        return bool(self._partial)
+
     def take_partial(self):
         """Hand over (and forget) the unfinished line held so far."""
         partial = bytes(self._partial)

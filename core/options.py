@@ -2,6 +2,7 @@
 
 import argparse
 
+from .broker import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_WAITING
 from .framing import DEFAULT_MAX_LINE
 
 DEFAULT_CLIENT_PORT = 50000
@@ -51,9 +52,36 @@ def broker_parser(prog, flavour):
     parser.add_argument("--max-output", type=positive_int, default=DEFAULT_MAX_OUTPUT,
                         help="replies buffered for a peer that does not read, in bytes, before "
                              f"it is disconnected (default {DEFAULT_MAX_OUTPUT})")
+    parser.add_argument("--max-waiting", type=positive_int, default=DEFAULT_MAX_WAITING,
+                        help=f"jobs allowed to wait at once (default {DEFAULT_MAX_WAITING}); "
+                             "past it JOB gets ERR QUEUE_FULL")
+    parser.add_argument("--idle-timeout", type=positive_float, default=DEFAULT_IDLE_TIMEOUT,
+                        help="seconds a connection may take to finish a line it started "
+                             f"(default {DEFAULT_IDLE_TIMEOUT:g}); then ERR IDLE_TIMEOUT and it is closed. "
+                             "Connections that are merely quiet are never closed")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="require every connection to start with AUTH <token>, the token "
+                             "being the first line of PATH (default: no authentication)")
+    parser.add_argument("--store", default="memory", metavar="memory|sqlite:PATH",
+                        help="where jobs live: memory (default; lost when the broker stops) or "
+                             "sqlite:PATH (durable: ID and OK are sent only once on disk, and a "
+                             "restarted broker continues where it stopped)")
     return parser
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
 
 
 def startup_line(flavour, args):
     return (f"workq broker ({flavour}): clients on {args.host}:{args.client_port}, "
-            f"workers on {args.host}:{args.worker_port}, max line {args.max_line} bytes")
+            f"workers on {args.host}:{args.worker_port}, store {args.store}, "
+            f"max line {args.max_line} bytes, max waiting {args.max_waiting}, "
+            f"idle timeout {args.idle_timeout:g} s, "
+            f"auth {'token from ' + args.token_file if args.token_file else 'off'}")

@@ -2,37 +2,54 @@
 
 A thin I/O shell around core.broker.BrokerCore, which is not thread-safe: one
 lock serialises every call into it, so no job goes to two workers and no id
-is issued twice however the threads race. Replies are sent outside the lock,
-so a peer that stops reading blocks only its own thread.
+is issued twice however the threads race. Replies are sent outside that lock,
+so a peer that stops reading blocks only its own thread (and is dropped once a
+send has waited --send-timeout). A timer thread answers FETCH <seconds> that
+run out and closes connections that never finish a line.
 """
 
-import signal
 import socket
+import struct
 import sys
 import threading
+from time import monotonic
 
-from core.broker import CLIENT, WORKER, BrokerCore
-from core.options import broker_parser, startup_line
-from impl_select.netutil import READ_SIZE, keep_alive, listen, raise_descriptor_limit
+from impl_select.broker_main import run_broker
+from impl_select.netutil import READ_SIZE, keep_alive
 
 FLAVOUR = "threads"
+# A peer whose kernel buffer stays full this long does not read: drop it.
+SEND_TIMEOUT = 30.0
+
+
+class Peer:
+    """A connected socket; its own thread reads, anyone may send (under send_lock)."""
+
+    __slots__ = ("sock", "conn", "send_lock")
+
+    def __init__(self, sock, conn):
+        self.sock = sock
+        self.conn = conn
+        self.send_lock = threading.Lock()
 
 
 class ThreadedBroker:
     def __init__(self, core, listeners):
         self.core = core
         self.listeners = listeners
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()            # every call into core
+        self.timer_wakeup = threading.Condition(self.lock)
         self.stopping = threading.Event()
-        self.peers = set()            # open peer sockets, shut down on stop
-        self.peers_lock = threading.Lock()
+        self.peers = set()                      # open peers, shut down on stop
 
     def serve(self):
         for port, sock in self.listeners.items():
             sock.setblocking(True)
             threading.Thread(target=self._accept_loop, args=(sock, port),
                              name=f"accept-{port}", daemon=True).start()
-        self.stopping.wait()
+        threading.Thread(target=self._timer_loop, name="timers", daemon=True).start()
+        while not self.stopping.wait(0.5):      # the main thread stays free for signals
+            pass
         self._shutdown()
 
     def stop(self, *_):
@@ -49,44 +66,95 @@ class ThreadedBroker:
                 self.stopping.wait(0.1)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(SEND_TIMEOUT), 0))
             keep_alive(sock)
             with self.lock:
-                conn = self.core.open(port)
-            with self.peers_lock:
-                self.peers.add(sock)
+                peer = Peer(sock, self.core.open(port))
+                peer.conn.io = peer
+                self.peers.add(peer)
             try:
-                threading.Thread(target=self._serve_peer, args=(sock, conn), daemon=True).start()
+                threading.Thread(target=self._serve_peer, args=(peer,), daemon=True).start()
             except RuntimeError:      # cannot start a new thread: refuse this peer
-                self._close_peer(sock, conn)
+                self._close_peer(peer)
 
-    def _serve_peer(self, sock, conn):
-        core, lock = self.core, self.lock
+    def _serve_peer(self, peer):
+        core, lock, conn, sock = self.core, self.lock, peer.conn, peer.sock
         try:
             while not conn.closing:
                 data = sock.recv(READ_SIZE)
                 with lock:
-                    reply = core.receive(conn, data) if data else core.end_of_input(conn)
+                    now = monotonic()
+                    reply = core.receive(conn, data, now) if data else core.end_of_input(conn, now)
+                    deliveries = self._take_deliveries()
+                    synced_through = core.store.recorded if core.store is not None else 0
+                if core.store is not None:
+                    core.store.sync(synced_through)     # group commit: threads share it
                 if reply:
-                    sock.sendall(reply)
+                    self._send(peer, reply)
+                self._deliver(deliveries)
         except OSError:
             pass
         finally:
-            self._close_peer(sock, conn)
+            self._close_peer(peer)
 
-    def _close_peer(self, sock, conn):
-        with self.peers_lock:
-            self.peers.discard(sock)
-        sock.close()
+    def _take_deliveries(self):
+        """Under the lock: the replies core produced for other connections."""
+        deliveries = self.core.deliveries
+        if deliveries:
+            self.core.deliveries = []
+        self.timer_wakeup.notify()      # a FETCH <seconds> may have started waiting
+        return deliveries
+
+    def _deliver(self, deliveries):
+        for conn, data in deliveries:
+            peer = conn.io
+            if peer is not None:
+                self._send(peer, data)
+                if conn.closing:
+                    _shut(peer.sock)        # its reader thread wakes and closes it
+
+    def _send(self, peer, data):
+        with peer.send_lock:
+            try:
+                peer.sock.sendall(data)
+            except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
+                _shut(peer.sock)
+
+    def _timer_loop(self):
+        core = self.core
         with self.lock:
-            self.core.close(conn)
+            while not self.stopping.is_set():
+                deadline = core.next_deadline()
+                now = monotonic()
+                if deadline is not None and deadline <= now:
+                    core.tick(now)
+                    deliveries, core.deliveries = core.deliveries, []
+                    self.lock.release()
+                    try:
+                        self._deliver(deliveries)
+                    finally:
+                        self.lock.acquire()
+                    continue
+                self.timer_wakeup.wait(0.5 if deadline is None else min(0.5, deadline - now))
+
+    def _close_peer(self, peer):
+        peer.sock.close()
+        with self.lock:
+            self.peers.discard(peer)
+            peer.conn.io = None
+            self.core.close(peer.conn, monotonic())
+            deliveries = self._take_deliveries()      # a requeued job may wake a waiting FETCH
+        self._deliver(deliveries)
 
     def _shutdown(self):
         for sock in self.listeners.values():
             _shut(sock)
-        with self.peers_lock:
+        with self.lock:
             peers = list(self.peers)
-        for sock in peers:
-            _shut(sock)       # wakes the thread blocked in recv
+        for peer in peers:
+            _shut(peer.sock)       # wakes the thread blocked in recv
 
 
 def _shut(sock):
@@ -94,28 +162,11 @@ def _shut(sock):
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    sock.close()
 
 
 def main(argv=None):
-    prog = "python3 -m impl_threads.broker"
-    args = broker_parser(prog, FLAVOUR).parse_args(argv)
-    raise_descriptor_limit()
-    try:
-        listeners = {CLIENT: listen(args.host, args.client_port),
-                     WORKER: listen(args.host, args.worker_port)}
-    except OSError as error:
-        print(f"broker: cannot listen on {args.host} ports {args.client_port}/{args.worker_port}: "
-              f"{error.strerror or error}", file=sys.stderr)
-        return 1
-    args.client_port = listeners[CLIENT].getsockname()[1]
-    args.worker_port = listeners[WORKER].getsockname()[1]
-    broker = ThreadedBroker(BrokerCore(max_line=args.max_line), listeners)
-    signal.signal(signal.SIGINT, broker.stop)
-    signal.signal(signal.SIGTERM, broker.stop)
-    print(startup_line(FLAVOUR, args), flush=True)
-    broker.serve()
-    return 0
+    return run_broker("impl_threads.broker", FLAVOUR, argv,
+                      lambda core, listeners, args: ThreadedBroker(core, listeners))
 
 
 if __name__ == "__main__":

@@ -97,3 +97,118 @@ def test_no_job_is_ever_held_by_two_workers_or_lost(script, dropped):
     assert len(held) == len(set(held)) == len(broker.holders)
     assert sorted(held) == sorted(broker.holders)
     assert len(broker.waiting) + len(held) + broker.completed == issued
+
+
+# -- long-poll, limits, authentication ----------------------------------------------
+
+def deliveries_to(broker, conn):
+    sent = b"".join(data for target, data in broker.deliveries if target is conn)
+    broker.deliveries.clear()
+    return sent.decode().splitlines()
+
+
+def test_fetch_with_seconds_waits_for_the_next_job(broker):
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    assert broker.receive(worker, b"FETCH 5\n", now=100.0) == b""
+    assert broker.next_deadline() == 105.0
+    assert talk(broker, client, b"JOB late\n") == ["ID 1"]
+    assert deliveries_to(broker, worker) == ["JOB 1 late"]
+    assert talk(broker, client, b"STATUS 1\n") == ["running"]
+    assert broker.next_deadline() is None, "an answered FETCH leaves no timer behind"
+
+
+def test_fetch_with_seconds_answers_nojob_when_time_runs_out(broker):
+    worker = broker.open(WORKER)
+    broker.receive(worker, b"FETCH 2\n", now=10.0)
+    broker.tick(11.9)
+    assert broker.deliveries == []
+    broker.tick(12.0)
+    assert deliveries_to(broker, worker) == ["NOJOB"]
+
+
+def test_lines_behind_a_waiting_fetch_are_answered_after_it_in_order(broker):
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    assert broker.receive(worker, b"FETCH 5\nSTATS\n", now=0.0) == b""
+    talk(broker, client, b"JOB x\n")
+    replies = deliveries_to(broker, worker)
+    assert replies[0] == "JOB 1 x" and replies[1].startswith("STATS waiting=0 running=1 ")
+
+
+def test_waiting_fetchers_are_served_oldest_first_and_a_closed_one_is_skipped(broker):
+    client = broker.open(CLIENT)
+    first, gone, second = (broker.open(WORKER) for _ in range(3))
+    for worker in (gone, first, second):
+        broker.receive(worker, b"FETCH 9\n", now=0.0)
+    broker.close(gone)
+    talk(broker, client, b"JOB a\nJOB b\n")
+    sent = {id(target): data for target, data in broker.deliveries}
+    assert sent == {id(first): b"JOB 1 a\n", id(second): b"JOB 2 b\n"}
+
+
+def test_a_requeued_job_goes_straight_to_a_waiting_fetch(broker):
+    client, dying, waiting = broker.open(CLIENT), broker.open(WORKER), broker.open(WORKER)
+    talk(broker, client, b"JOB again\n")
+    talk(broker, dying, b"FETCH\n")
+    broker.receive(waiting, b"FETCH 30\n", now=0.0)
+    broker.close(dying)
+    assert deliveries_to(broker, waiting) == ["JOB 1 again"]
+
+
+def test_fetch_rejects_a_bad_wait(broker):
+    worker = broker.open(WORKER)
+    for bad in (b"FETCH soon", b"FETCH -1", b"FETCH nan", b"FETCH 99999"):
+        assert talk(broker, worker, bad + b"\n")[0].startswith("ERR BAD_ARGUMENT "), bad
+    assert talk(broker, worker, b"FETCH 0\n") == ["NOJOB"]
+
+
+def test_queue_full():
+    broker = BrokerCore(max_waiting=2)
+    client = broker.open(CLIENT)
+    replies = talk(broker, client, b"JOB a\nJOB b\nJOB c\n")
+    assert replies[:2] == ["ID 1", "ID 2"] and replies[2].startswith("ERR QUEUE_FULL ")
+
+
+def test_a_line_left_unfinished_times_out():
+    broker = BrokerCore(idle_timeout=10)
+    slow, quiet = broker.open(CLIENT), broker.open(CLIENT)
+    broker.receive(slow, b"JOB never ends", now=0.0)
+    broker.receive(quiet, b"STATUS 1\n", now=0.0)
+    broker.tick(5.0)
+    assert broker.deliveries == []
+    broker.tick(11.0)
+    assert deliveries_to(broker, slow)[0].startswith("ERR IDLE_TIMEOUT ")
+    assert slow.closing and not quiet.closing
+
+
+def test_auth_token_is_required_first_and_checked():
+    broker = BrokerCore(token="s3cret")
+    anonymous, wrong, right = (broker.open(CLIENT) for _ in range(3))
+    assert talk(broker, anonymous, b"JOB x\nJOB y\n")[0].startswith("ERR AUTH_REQUIRED ")
+    assert anonymous.closing and len(broker.texts) == 1, "nothing queued without AUTH"
+    assert talk(broker, wrong, b"AUTH guess\n")[0].startswith("ERR AUTH_FAILED ")
+    assert wrong.closing
+    assert talk(broker, right, b"AUTH s3cret\nJOB x\n") == ["OK", "ID 1"]
+
+
+class RecordingStore:
+    def __init__(self):
+        self.changes = []
+
+    def add(self, job_id, text):
+        self.changes.append(("add", job_id, text))
+
+    def complete(self, job_id):
+        self.changes.append(("complete", job_id))
+
+
+def test_store_sees_new_and_completed_jobs_and_restore_continues_ids():
+    store = RecordingStore()
+    broker = BrokerCore(store=store)
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    talk(broker, client, b"JOB a\nJOB b\n")
+    talk(broker, worker, b"FETCH\nDONE 1\n")
+    assert store.changes == [("add", 1, b"a"), ("add", 2, b"b"), ("complete", 1)]
+    restarted = BrokerCore()
+    restarted.restore(3, [(2, b"b")], [1])
+    client = restarted.open(CLIENT)
+    assert talk(restarted, client, b"STATUS 1\nSTATUS 2\nJOB c\n") == ["completed", "waiting", "ID 3"]

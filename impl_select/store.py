@@ -1,0 +1,90 @@
+"""Durable jobs for both brokers: ``--store sqlite:PATH`` (standard library sqlite3, WAL).
+
+The core reports each new job (``add``) and each completion (``complete``);
+they wait in memory until ``sync`` writes them all in one transaction (group
+commit: every connection served since the last commit shares one fsync). A
+shell syncs before it sends the replies that acknowledge them. Running jobs
+are not recorded: after a crash they are waiting again.
+"""
+
+import sqlite3
+import threading
+
+__all__ = ["SqliteStore", "open_store"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    text BLOB NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+
+class SqliteStore:
+    def __init__(self, path):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")      # a commit is on disk when it returns
+        self.db.execute(SCHEMA)
+        self._added = []
+        self._completed = []
+        self._pending_lock = threading.Lock()            # add/complete vs. sync taking them
+        self._sync_lock = threading.Lock()               # one transaction at a time
+        self.recorded = 0     # changes handed in so far
+        self.synced = 0       # changes on disk
+
+    def load(self):
+        """(next_id, waiting [(id, text)] in id order, completed ids) as on disk."""
+        (last,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
+        waiting = [(job_id, bytes(text)) for job_id, text in
+                   self.db.execute("SELECT id, text FROM jobs WHERE completed = 0 ORDER BY id")]
+        completed = [job_id for (job_id,) in
+                     self.db.execute("SELECT id FROM jobs WHERE completed = 1")]
+        return last + 1, waiting, completed
+
+    def add(self, job_id, text):
+        with self._pending_lock:
+            self._added.append((job_id, text))
+            self.recorded += 1
+
+    def complete(self, job_id):
+        with self._pending_lock:
+            self._completed.append((job_id,))
+            self.recorded += 1
+
+    def sync(self, upto=None):
+        """Make every change up to number ``upto`` (default: all so far) durable."""
+        if upto is None:
+            upto = self.recorded
+        if self.synced >= upto:
+            return
+        with self._sync_lock:
+            if self.synced >= upto:          # another thread's commit covered ours
+                return
+            with self._pending_lock:
+                added, self._added = self._added, []
+                completed, self._completed = self._completed, []
+                through = self.recorded
+            self.db.execute("BEGIN")
+            if added:
+                self.db.executemany("INSERT INTO jobs (id, text) VALUES (?, ?)", added)
+            if completed:
+                self.db.executemany("UPDATE jobs SET completed = 1 WHERE id = ?", completed)
+            self.db.execute("COMMIT")
+            self.synced = through
+
+    def close(self):
+        self.sync()
+        self.db.close()
+
+
+def open_store(spec):
+    """``sqlite:PATH`` -> SqliteStore; None for ``memory`` (the default)."""
+    if spec in (None, "", "memory"):
+        return None
+    kind, _, path = spec.partition(":")
+    if kind != "sqlite" or not path:
+        raise ValueError(f"unknown store {spec!r}: use memory or sqlite:PATH")
+    return SqliteStore(path)
