@@ -1,0 +1,193 @@
+"""Helpers shared by tests/test_cross_matrix.py and tests/test_stress.py.
+
+Processes are started from this checkout with the running interpreter; the
+broker gets port 0 for both ports (the kernel picks free ones) and reports
+them in its start-up line, so every test has ports of its own. Waits are on
+events (a line arrives, a process exits) with deadlines, never fixed sleeps.
+"""
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPLS = ("impl_select", "impl_threads")
+STARTUP_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+BROKER_LINE = re.compile(r"workq broker \((\w+)\): clients on [^\s,]+:(\d+), "
+                         r"workers on [^\s,]+:(\d+)")
+
+
+class Process:
+    """A ``python3 -m MODULE ARGS...`` child: stdout is a pipe (for the start-up
+    line), stderr goes to a temporary file so a chatty child never blocks."""
+
+    def __init__(self, module, *args):
+        self.argv = [sys.executable, "-m", module, *map(str, args)]
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        self.pid = self.proc.pid
+
+    def startup_line(self, timeout=STARTUP_TIMEOUT):
+        """The first line the process prints on stdout; fails with its stderr
+        if it exits or stays silent for ``timeout`` seconds."""
+        fd = self.proc.stdout.fileno()
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"{self.describe()}: no start-up line within {timeout} s; "
+                                     f"stdout so far {data!r}; stderr: {self.stderr()!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.proc.wait(STOP_TIMEOUT)
+                raise AssertionError(f"{self.describe()}: exited ({self.proc.returncode}) before "
+                                     f"its start-up line; stdout {data!r}; "
+                                     f"stderr: {self.stderr()!r}")
+            data += chunk
+        return data.split(b"\n", 1)[0].decode(errors="replace")
+
+    def describe(self):
+        return " ".join(self.argv[1:])
+
+    def stderr(self):
+        """What the process wrote to stderr so far."""
+        # pread: the child shares the file offset, so leave it alone.
+        fd = self._stderr.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM, wait, then SIGKILL; returns the exit status. Safe to repeat."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def close(self):
+        self.stop()
+        self._stderr.close()
+
+
+class Broker(Process):
+    """A broker on kernel-chosen ports: ``client_port`` and ``worker_port``."""
+
+    def __init__(self, impl, *options):
+        super().__init__(f"{impl}.broker", 0, 0, *options)
+        try:
+            line = self.startup_line()
+            match = BROKER_LINE.search(line)
+            assert match, f"{self.describe()}: unexpected start-up line {line!r}"
+            self.flavour = match[1]
+            self.client_port, self.worker_port = int(match[2]), int(match[3])
+        except BaseException:
+            self.close()
+            raise
+
+
+def start_worker(impl, worker_port, output_port, syslog_port, *options):
+    """A worker of ``impl`` against 127.0.0.1:worker_port, started and printing
+    its start-up line (stopped again if it does not)."""
+    worker = Process(f"{impl}.worker", f"127.0.0.1:{worker_port}", output_port, syslog_port,
+                     *options)
+    try:
+        worker.startup_line()
+    except BaseException:
+        worker.close()
+        raise
+    return worker
+
+
+def udp_sink():
+    """A bound UDP socket on 127.0.0.1 (a syslog port for workers); port 0."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class LineConnection:
+    """A TCP connection to a broker port that sends and reads LF-ended lines,
+    each read bounded by a deadline (an absolute ``time.monotonic()`` value)
+    or a timeout."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.name = f"127.0.0.1:{port}"
+
+    def send_lines(self, lines):
+        self.sock.sendall("".join(line + "\n" for line in lines).encode())
+
+    def send(self, line):
+        self.send_lines([line])
+
+    def read_line(self, deadline=None, timeout=10.0, stop=None):
+        """The next line without its LF. ``stop`` (a threading.Event) is checked
+        at least every half second, so a thread blocked here can be ended."""
+        if deadline is None:
+            deadline = time.monotonic() + timeout
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[:end + 1]
+                return line.decode(errors="replace")
+            if stop is not None and stop.is_set():
+                raise Stopped()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no complete line from the broker ({self.name}) in time; "
+                                     f"buffered {bytes(self.buffer[:200])!r}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise AssertionError(f"the broker ({self.name}) closed the connection; "
+                                     f"buffered {bytes(self.buffer[:200])!r}")
+            self.buffer += data
+
+    def request(self, line, timeout=10.0):
+        self.send(line)
+        return self.read_line(timeout=timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Stopped(Exception):
+    """Raised in a helper thread when the test told it to stop."""
+
+
+def parse_stats(line):
+    """``STATS waiting=1 running=0 ...`` as a dict of ints (other keys kept)."""
+    words = line.split()
+    assert words and words[0] == "STATS", f"expected a STATS line, got {line!r}"
+    stats = {}
+    for pair in words[1:]:
+        key, _, value = pair.partition("=")
+        stats[key] = int(value) if value.isdigit() else value
+    return stats
