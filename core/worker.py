@@ -22,11 +22,17 @@ every change of state):
     ------------  -----------------------  -------------------------------  ------------
     DISCONNECTED  start / tick (retry due)  Connect                          CONNECTING
     CONNECTING    connected                Log connected, FETCH             AWAITING_JOB
+                  (with a token)           Log connected, AUTH              AWAITING_AUTH
+    AWAITING_AUTH OK                       FETCH                            AWAITING_JOB
+    AWAITING_AUTH ERR                      Close, retry after backoff       DISCONNECTED
     CONNECTING    connect_failed / tick    (Close on timeout) Log cannot    DISCONNECTED
                   (connect timeout)        connect; retry after backoff
     AWAITING_JOB  JOB n text               Log starting, Emit first word    STREAMING
                                            (no words: Send DONE)            (AWAITING_OK)
     AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
+                  NOJOB to FETCH <seconds> FETCH <seconds> again at once    AWAITING_JOB
+                  ERR to FETCH <seconds>   Log, poll with plain FETCH       IDLE_WAIT
+                  tick (no reply in time)  Close, poll from now on          DISCONNECTED
     IDLE_WAIT     tick (fetch interval)    Log fetching, Send FETCH         AWAITING_JOB
     STREAMING     tick (word delay)        Emit next word                   STREAMING
                                            after the last: Send DONE        AWAITING_OK
@@ -37,8 +43,14 @@ every change of state):
     connected     bad or unexpected line   Close, then as connection_lost   DISCONNECTED
     any           stop                     (Log abandoned) (Close)          STOPPED
 
-"connected" means CONNECTING, AWAITING_JOB, IDLE_WAIT, STREAMING or
-AWAITING_OK: a socket exists. An unsolicited ERR (in IDLE_WAIT or
+"connected" means CONNECTING, AWAITING_AUTH, AWAITING_JOB, IDLE_WAIT,
+STREAMING or AWAITING_OK: a socket exists.
+
+Long-poll: with ``long_poll`` seconds the slot sends ``FETCH <seconds>`` and
+the broker answers as soon as a job arrives, so an idle worker starts a new
+job at once instead of up to a fetch interval later. A broker that answers
+``ERR`` (a core-only broker) or nothing at all is polled with plain ``FETCH``
+every fetch interval from then on. An unsolicited ERR (in IDLE_WAIT or
 STREAMING) is logged and changes nothing. A job whose DONE is sent but not
 yet answered is not "abandoned": the broker may already have completed it.
 """
@@ -54,6 +66,10 @@ __all__ = [
     "State", "TRANSITIONS", "WorkerSlot", "Backoff",
     "Connect", "Close", "Send", "Emit", "Log",
 ]
+
+
+# A broker answers FETCH <seconds> by then at the latest; later, it ignored it.
+LONG_POLL_GRACE = 5.0
 
 
 # --- actions the shell carries out -----------------------------------------
@@ -91,6 +107,7 @@ class Log:
 class State(enum.Enum):
     DISCONNECTED = "DISCONNECTED"   # no socket; a connect attempt is due at the deadline
     CONNECTING = "CONNECTING"       # Connect issued, outcome not yet reported
+    AWAITING_AUTH = "AWAITING_AUTH" # AUTH sent
     AWAITING_JOB = "AWAITING_JOB"   # FETCH sent
     IDLE_WAIT = "IDLE_WAIT"         # NOJOB received; FETCH again at the deadline
     STREAMING = "STREAMING"         # sending words; the next one is due at the deadline
@@ -99,12 +116,15 @@ class State(enum.Enum):
 
 
 S = State
-_CONNECTED = frozenset({S.CONNECTING, S.AWAITING_JOB, S.IDLE_WAIT, S.STREAMING, S.AWAITING_OK})
+_CONNECTED = frozenset({S.CONNECTING, S.AWAITING_AUTH, S.AWAITING_JOB, S.IDLE_WAIT,
+                        S.STREAMING, S.AWAITING_OK})
 
 TRANSITIONS = {
     S.DISCONNECTED: {S.CONNECTING, S.STOPPED},
-    S.CONNECTING: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
-    S.AWAITING_JOB: {S.STREAMING, S.AWAITING_OK, S.IDLE_WAIT, S.DISCONNECTED, S.STOPPED},
+    S.CONNECTING: {S.AWAITING_AUTH, S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
+    S.AWAITING_AUTH: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
+    S.AWAITING_JOB: {S.AWAITING_JOB, S.STREAMING, S.AWAITING_OK, S.IDLE_WAIT, S.DISCONNECTED,
+                     S.STOPPED},
     S.IDLE_WAIT: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
     S.STREAMING: {S.AWAITING_OK, S.DISCONNECTED, S.STOPPED},
     S.AWAITING_OK: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
@@ -135,9 +155,11 @@ class WorkerSlot:
     ``broker`` is only a label for log messages ("HOST:PORT").
     """
 
-    def __init__(self, broker, *, word_delay=0.25, fetch_interval=0.5,
-                 connect_timeout=5.0, backoff=None, max_line=DEFAULT_MAX_LINE):
+    def __init__(self, broker, *, word_delay=0.25, fetch_interval=0.5, long_poll=0.0,
+                 token=None, connect_timeout=5.0, backoff=None, max_line=DEFAULT_MAX_LINE):
         self.broker = broker
+        self.long_poll = long_poll      # seconds of FETCH <seconds>; 0: plain FETCH
+        self.token = token              # bytes for AUTH <token>, or None
         self.max_line = max_line
         self.word_delay = word_delay
         self.fetch_interval = fetch_interval
@@ -166,7 +188,12 @@ class WorkerSlot:
         self._require("connected", S.CONNECTING)
         self.backoff.reset()
         self._framer = LineFramer(self.max_line)   # nothing from an earlier connection carries over
-        return [Log(f"connected to broker {self.broker}"), *self._fetch()]
+        connected = Log(f"connected to broker {self.broker}")
+        if self.token is not None:
+            self._enter(S.AWAITING_AUTH)
+            self._deadline = None
+            return [connected, Send(b"AUTH %s\n" % self.token)]
+        return [connected, *self._fetch(now)]
 
     def connect_failed(self, reason, now):
         self._require("connect_failed", S.CONNECTING)
@@ -200,7 +227,11 @@ class WorkerSlot:
             return [Close(), *self._retry_later(
                 f"cannot connect to broker {self.broker}: timed out", now)]
         if self.state is S.IDLE_WAIT:
-            return self._fetch()
+            return self._fetch(now)
+        if self.state is S.AWAITING_JOB:
+            # FETCH <seconds> got no answer at all: a broker that ignores it.
+            self.long_poll = 0.0
+            return self._protocol_error("no reply to FETCH with a wait; polling from now on", now)
         if self.state is S.STREAMING:
             return self._emit_next(now)
         raise AssertionError(f"deadline set in state {self.state.name}")
@@ -230,23 +261,34 @@ class WorkerSlot:
         if self.state is S.AWAITING_JOB and reply.kind == "JOB":
             return self._start_job(reply.job_id, reply.text, now)
         if self.state is S.AWAITING_JOB and reply.kind == "NOJOB":
+            if self.long_poll:
+                return self._fetch(now)   # the broker has already waited
             self._idle(now)
             return []
+        if self.state is S.AWAITING_AUTH and reply.kind == "OK":
+            return self._fetch(now)
         if self.state is S.AWAITING_OK and reply.kind == "OK":
             done = self.job_id
             self.job_id = None
-            return [Log(f"completed job {done}"), *self._fetch()]
+            return [Log(f"completed job {done}"), *self._fetch(now)]
         return self._protocol_error(f"unexpected reply {line!r} in state {self.state.name}", now)
 
     def _on_err(self, reply, now):
         err = f"ERR {reply.code} {reply.text}".rstrip()
+        if self.state is S.AWAITING_AUTH:
+            return self._protocol_error(f"AUTH refused: {err}", now)
+        if self.state is S.AWAITING_JOB and self.long_poll:
+            self.long_poll = 0.0
+            self._idle(now)
+            return [Log(f"broker refused FETCH with a wait ({err}); polling every "
+                        f"{self.fetch_interval:g} s")]
         if self.state is S.AWAITING_JOB:
             self._idle(now)   # an ERR to FETCH counts as NOJOB: wait, then ask again
             return [Log(f"FETCH failed: {err}")]
         if self.state is S.AWAITING_OK:
             failed = self.job_id
             self.job_id = None
-            return [Log(f"DONE {failed} failed: {err}"), *self._fetch()]
+            return [Log(f"DONE {failed} failed: {err}"), *self._fetch(now)]
         return [Log(f"broker error: {err}")]
 
     # --- steps ---------------------------------------------------------------------
@@ -256,10 +298,13 @@ class WorkerSlot:
         self._deadline = now + self.connect_timeout
         return [Connect()]
 
-    def _fetch(self):
+    def _fetch(self, now):
         self._enter(S.AWAITING_JOB)
-        self._deadline = None
-        return [Log("fetching job"), Send(b"FETCH\n")]
+        if not self.long_poll:
+            self._deadline = None
+            return [Log("fetching job"), Send(b"FETCH\n")]
+        self._deadline = now + self.long_poll + LONG_POLL_GRACE
+        return [Log("fetching job"), Send(b"FETCH %g\n" % self.long_poll)]
 
     def _idle(self, now):
         self._enter(S.IDLE_WAIT)

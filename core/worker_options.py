@@ -24,6 +24,7 @@ DEFAULT_OUTPUT_PORT = 30000
 DEFAULT_SYSLOG_PORT = 30001
 SYSLOG_HOST = "127.0.0.1"
 MAX_CONCURRENCY = 10000
+DEFAULT_LONG_POLL = 10.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,6 +132,14 @@ def worker_parser(prog, flavour):
                         help="seconds between consecutive words of a job (default %(default)s)")
     parser.add_argument("--fetch-interval", type=_seconds, default=0.5, metavar="S",
                         help="seconds to wait after NOJOB before asking again (default %(default)s)")
+    parser.add_argument("--long-poll", type=_seconds, default=DEFAULT_LONG_POLL, metavar="S",
+                        help="ask with FETCH <S>: the broker holds the request until a job "
+                             "arrives (up to S seconds), so jobs start at once; 0 polls with plain "
+                             "FETCH. A broker that refuses it is polled every --fetch-interval "
+                             "(default %(default)s)")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="send AUTH <token> first, the token being the first line of PATH "
+                             "(for a broker started with --token-file)")
     parser.add_argument("--mcast-group", type=_multicast_group, default="239.0.0.1",
                         metavar="ADDR", help="multicast group for the words (default %(default)s)")
     parser.add_argument("--mcast-if", type=_ipv4, default="127.0.0.1", metavar="ADDR",
@@ -162,4 +171,4 @@ def startup_line(flavour, args):
             f"output {args.mcast_group}:{args.output_port} via {args.mcast_if} "
             f"ttl {args.mcast_ttl}, syslog {SYSLOG_HOST}:{args.syslog_port}, "
             f"word delay {args.word_delay:g} s, fetch interval {args.fetch_interval:g} s, "
-            f"concurrency {args.concurrency}")
+            f"long poll {args.long_poll:g} s, concurrency {args.concurrency}")

@@ -15,6 +15,7 @@ import time
 
 from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
+from impl_select.broker_main import read_token
 from impl_select.netutil import raise_descriptor_limit
 from impl_select.output import multicast_sender, syslog_logger
 
@@ -187,10 +188,15 @@ def worker_main(prog, flavour, argv, serve):
         mcast = multicast_sender(args.mcast_if, args.mcast_ttl)
     except OSError as e:
         sys.exit(f"workq worker: cannot use --mcast-if {args.mcast_if}: {describe(e)}")
+    try:
+        token = read_token(args.token_file) if args.token_file else None
+    except (OSError, ValueError) as e:
+        sys.exit(f"workq worker: {describe(e)}")
     logger = syslog_logger(args.syslog_port, name=args.name, host=SYSLOG_HOST)
     outputs = Outputs(mcast, (args.mcast_group, args.output_port), logger)
     slots = [WorkerSlot(broker_label(*args.broker), word_delay=args.word_delay,
-                        fetch_interval=args.fetch_interval)
+                        fetch_interval=args.fetch_interval, long_poll=args.long_poll,
+                        token=token)
              for _ in range(args.concurrency)]
     stop = StopRequest()
     stop.install()

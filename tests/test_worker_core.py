@@ -295,3 +295,44 @@ def test_inputs_in_the_wrong_state_are_refused():
         slot.connected(0.0)
     with pytest.raises(RuntimeError, match="data_received"):
         slot.data_received(b"NOJOB\n", 0.0)
+
+
+# --- long-poll and authentication ------------------------------------------------------
+
+def test_long_poll_asks_with_seconds_and_asks_again_at_once_after_nojob():
+    slot = connected_slot(long_poll=10)
+    assert slot.data_received(b"NOJOB\n", 10.0) == [Log("fetching job"), Send(b"FETCH 10\n")]
+    assert slot.state is State.AWAITING_JOB
+
+
+def test_long_poll_refused_with_err_falls_back_to_polling():
+    slot = connected_slot(long_poll=10)
+    actions = slot.data_received(b"ERR BAD_ARGUMENT FETCH takes no argument\n", 1.0)
+    assert "polling every 0.5 s" in messages(actions)[0]
+    assert slot.tick(1.5) == FETCH, "after the fetch interval, a plain FETCH"
+
+
+def test_long_poll_never_answered_reconnects_and_polls():
+    slot = connected_slot(long_poll=10)
+    deadline = slot.next_deadline()
+    assert deadline is not None and deadline > 10, "a FETCH <seconds> waits at least its seconds"
+    actions = slot.tick(deadline)
+    assert Close() in actions and slot.state is State.DISCONNECTED
+    slot.tick(slot.next_deadline())
+    assert slot.connected(20.0)[-1] == Send(b"FETCH\n")
+
+
+def test_token_is_sent_first_and_fetch_follows_ok():
+    slot = new_slot(token=b"s3cret")
+    slot.start(0.0)
+    assert sent(slot.connected(0.0)) == b"AUTH s3cret\n"
+    assert slot.data_received(b"OK\n", 0.1) == FETCH
+
+
+def test_refused_token_drops_the_connection_and_retries_later():
+    slot = new_slot(token=b"wrong")
+    slot.start(0.0)
+    slot.connected(0.0)
+    actions = slot.data_received(b"ERR AUTH_FAILED wrong token\n", 0.1)
+    assert Close() in actions and slot.state is State.DISCONNECTED
+    assert any("AUTH refused" in message for message in messages(actions))

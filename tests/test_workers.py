@@ -158,6 +158,8 @@ class MulticastListener:
 
 class WorkerProcess:
     def __init__(self, module, broker, output_port, syslog_port, *options):
+        if "--long-poll" not in options:
+            options = (*options, "--long-poll", "0")   # most tests here are about polling
         self.argv = [sys.executable, "-m", module, broker, str(output_port), str(syslog_port),
                      *options]
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -248,7 +250,8 @@ def test_startup_line_lists_the_values_in_use(env):
     assert line == (f"workq worker ({env.flavour}): broker 127.0.0.1:{env.broker.port}, "
                     f"output 239.0.0.1:{env.mcast.port} via 127.0.0.1 ttl 1, "
                     f"syslog 127.0.0.1:{env.syslog.port}, word delay 0.02 s, "
-                    f"fetch interval 0.05 s, concurrency 1"), f"unexpected start-up line {line!r}"
+                    f"fetch interval 0.05 s, long poll 0 s, concurrency 1"), \
+        f"unexpected start-up line {line!r}"
 
 
 def test_job_words_go_out_in_order_then_done_and_syslog(env):

@@ -45,8 +45,8 @@ EXIT_CONNECTION = 3    # cannot connect, connection lost, reply timed out
 EXIT_INTERRUPTED = 130
 
 HELP = """\
-usage: python3 -m tools.client [--timeout S] HOST PORT COMMAND...
-       python3 -m tools.client [--timeout S] HOST:PORT COMMAND...
+usage: python3 -m tools.client [--timeout S] [--token-file PATH] HOST PORT COMMAND...
+       python3 -m tools.client [--timeout S] [--token-file PATH] HOST:PORT COMMAND...
 
 Talk to a workq broker on its client port (default 50000).
 
@@ -66,6 +66,8 @@ commands (the command word is case-insensitive):
                        --seed makes the generated texts reproducible.
 
 options:
+  --token-file PATH    send AUTH <token> first, the token being the first
+                       line of PATH (for a broker started with --token-file)
   --timeout S          seconds to wait for connecting and for each reply
                        (default 10)
   -h, --help           show this help and exit
@@ -153,7 +155,10 @@ class Connection:
     reply would otherwise be taken for the next one).
     """
 
-    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT):
+    # Set from --token-file: every connection of this process starts with AUTH.
+    default_token = None
+
+    def __init__(self, host, port, timeout=DEFAULT_TIMEOUT, token=None):
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -176,6 +181,12 @@ class Connection:
             raise ClientError(f"cannot connect to {self.address}: "
                               f"{(exc.strerror or str(exc)).lower()}") from None
         self.sock.settimeout(timeout)
+        token = token if token is not None else self.default_token
+        if token is not None:
+            reply = self.request(f"AUTH {token}")
+            if reply.kind == "ERR":
+                self.close()
+                raise BrokerError(reply.code, reply.text)
 
     def __enter__(self):
         return self
@@ -448,7 +459,18 @@ def run(argv, stdin=None, out=None):
         if arg in ("-h", "--help"):
             print(HELP, end="", file=out)
             return EXIT_OK
-        if name == "--timeout":
+        if name == "--token-file":
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UsageError("--token-file needs a path")
+                value = argv[i + 1]
+                i += 1
+            try:
+                with open(value, encoding="utf-8") as token_file:
+                    Connection.default_token = token_file.readline().strip()
+            except OSError as exc:
+                raise UsageError(f"cannot read --token-file {value}: {exc.strerror}") from None
+        elif name == "--timeout":
             if not eq:
                 if i + 1 >= len(argv):
                     raise UsageError("--timeout needs a value")
