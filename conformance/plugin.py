@@ -6,6 +6,10 @@ with its level and role and keyed by its section (``-m core``, ``-k
 client.job``). A failure shows the wire transcript and what the targets
 printed. The suite is black-box: it starts the targets from command
 templates and talks to them over sockets only.
+
+With several targets (targetset.py) each exchange is one item per target,
+``JOB-001[select]``. Case selection and --list live in selection.py; the
+summary table and the Markdown/HTML reports in report.py.
 """
 
 import sys
@@ -14,9 +18,14 @@ from pathlib import Path
 import pytest
 
 from .netns import describe, enter_private_netns
+from .capture import probe_capture
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import load_spec
 from .targets import TargetError
+from .targetset import TargetOptionError, resolve_targets
+
+# Case selection and --list; the summary table and --report/--report-html.
+pytest_plugins = ["conformance.selection", "conformance.report"]
 
 SUITE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SUITE_DIR.parent  # where spec/ is and the default targets run
@@ -25,7 +34,7 @@ DEFAULT_SPEC = REPO_ROOT / "spec" / "protocol.yaml"
 IMPLEMENTATIONS = {
     impl: (f"{{python}} -m {impl}.broker {{client_port}} {{worker_port}}",
            f"{{python}} -m {impl}.worker 127.0.0.1:{{worker_port}} {{output_port}} "
-           "{syslog_port} --word-delay 0.02 --fetch-interval 0.05")
+           "{syslog_port} --word-delay {word_delay} --fetch-interval {fetch_interval}")
     for impl in ("impl_select", "impl_threads")
 }
 
@@ -39,9 +48,10 @@ MARKERS = {
 
 BROKER_PLACEHOLDERS = ("python", "client_port", "worker_port")
 WORKER_PLACEHOLDERS = ("python", "broker", "worker_port", "output_port", "syslog_port",
-                       "client_port")
+                       "client_port", "word_delay", "fetch_interval")
 
-SETTINGS = pytest.StashKey[Settings]()
+SETTINGS = pytest.StashKey[Settings]()  # of the first target
+TARGETS = pytest.StashKey[dict]()  # target name -> Settings, in option order
 SPEC_PATH = pytest.StashKey[Path]()
 
 
@@ -49,8 +59,15 @@ def pytest_addoption(parser):
     group = parser.getgroup("workq", "workq conformance suite")
     group.addoption("--spec", default=str(DEFAULT_SPEC), metavar="PATH",
                     help="protocol spec whose exchanges run (default: spec/protocol.yaml)")
-    group.addoption("--impl", choices=["select", "threads"], default="select",
-                    help="run impl_select.* or impl_threads.* (default select)")
+    group.addoption("--impl", metavar="select|threads|select,threads",
+                    help="test impl_select, impl_threads or both (default select "
+                         "when no --target is given)")
+    group.addoption("--target", action="append", metavar="NAME=BROKER[;WORKER]",
+                    help="a named target (repeatable: each case runs once per target, "
+                         "test ids become ID[NAME]); BROKER and WORKER are command "
+                         "templates like --broker-cmd and --worker-cmd, BROKER may be "
+                         "@HOST:CLIENT_PORT:WORKER_PORT, an empty or missing part is "
+                         "played by our select implementation")
     group.addoption("--broker-cmd", metavar="TEMPLATE",
                     help="broker command; placeholders {client_port} {worker_port} {python}")
     group.addoption("--worker-cmd", metavar="TEMPLATE",
@@ -59,6 +76,15 @@ def pytest_addoption(parser):
     group.addoption("--broker-addr", metavar="HOST:CLIENT_PORT:WORKER_PORT",
                     help="test an already running broker instead of starting one per "
                          "exchange; exchanges that need a fresh broker are skipped")
+    group.addoption("--word-delay", type=float, default=0.02, metavar="S",
+                    help="the worker's word delay: {word_delay} in the worker template; "
+                         "timing checks compare against it (default 0.02)")
+    group.addoption("--fetch-interval", type=float, default=0.05, metavar="S",
+                    help="the worker's fetch interval: {fetch_interval} in the worker "
+                         "template; timing checks compare against it (default 0.05)")
+    group.addoption("--mcast-capture", choices=["auto", "off"], default="auto",
+                    help="auto: check multicast output with a scapy capture on lo where "
+                         "permitted; off: only with a joined receiver socket")
     group.addoption("--netns", choices=["auto", "off"], default="auto",
                     help="auto: run in a private network namespace where permitted")
 
@@ -66,26 +92,38 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    broker_addr = config.getoption("broker_addr")
+    try:
+        targets = resolve_targets(
+            config.getoption("impl"), config.getoption("broker_cmd"),
+            config.getoption("worker_cmd"), config.getoption("broker_addr"),
+            config.getoption("target"),
+            {name: IMPLEMENTATIONS["impl_" + name] for name in ("select", "threads")})
+    except TargetOptionError as error:
+        raise pytest.UsageError(str(error)) from None
+    for target in targets:
+        _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
+        _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
     # Before any socket exists: the namespace is per thread and inherited.
-    if broker_addr:
+    if any(target.broker_addr for target in targets):
         network = "loopback (--netns off: --broker-addr names a broker outside)"
     elif config.getoption("netns") == "off":
         network = "loopback (--netns off)"
     else:
         network = describe(enter_private_netns())
-    impl_broker, impl_worker = IMPLEMENTATIONS["impl_" + config.getoption("impl")]
+    capture = probe_capture(config.getoption("mcast_capture"))  # inside the namespace
     spec_path = Path(config.getoption("spec")).resolve()
     config.stash[SPEC_PATH] = spec_path
-    config.stash[SETTINGS] = Settings(
-        broker_cmd=_checked("--broker-cmd", config.getoption("broker_cmd") or impl_broker,
-                            BROKER_PLACEHOLDERS),
-        worker_cmd=_checked("--worker-cmd", config.getoption("worker_cmd") or impl_worker,
-                            WORKER_PLACEHOLDERS),
-        cwd=REPO_ROOT, python=sys.executable,
-        multicast_group=_multicast_group(spec_path),
-        broker_addr=_parse_broker_addr(broker_addr) if broker_addr else None,
-        network=network)
+    multicast_group = _multicast_group(spec_path)
+    config.stash[TARGETS] = {
+        target.name: Settings(broker_cmd=target.broker_cmd, worker_cmd=target.worker_cmd,
+                              cwd=REPO_ROOT, python=sys.executable,
+                              multicast_group=multicast_group,
+                              broker_addr=target.broker_addr, network=network,
+                              word_delay=config.getoption("word_delay"),
+                              fetch_interval=config.getoption("fetch_interval"),
+                              capture=capture, multicast_ttl=_multicast_ttl(spec_path))
+        for target in targets}
+    config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
 
 
 def _checked(option, template, placeholders):
@@ -105,24 +143,30 @@ def _multicast_group(spec_path):
         return "239.0.0.1"
 
 
-def _parse_broker_addr(text):
+def _multicast_ttl(spec_path):
     try:
-        host, client_port, worker_port = text.rsplit(":", 2)
-        return host, int(client_port), int(worker_port)
-    except ValueError:
-        raise pytest.UsageError(f"--broker-addr wants HOST:CLIENT_PORT:WORKER_PORT, not {text!r}")
+        return int(load_spec(spec_path)["multicast"]["ttl"])
+    except Exception:  # as _multicast_group
+        return 1
 
 
 def pytest_report_header(config):
     settings = config.stash[SETTINGS]
+    targets = config.stash[TARGETS]
     lines = [f"workq spec: {config.stash[SPEC_PATH]}",
-             f"workq network: {settings.network}"]
-    if settings.broker_addr:
-        lines.append("workq broker: already running at %s:%d (client), %d (worker)"
-                     % settings.broker_addr)
-    else:
-        lines.append(f"workq broker: {settings.broker_cmd}")
-    lines.append(f"workq worker: {settings.worker_cmd}")
+             f"workq network: {settings.network}",
+             f"workq multicast checks: {settings.capture.describe()}",
+             f"workq timing: word delay {settings.word_delay:g} s, fetch interval "
+             f"{settings.fetch_interval:g} s (--word-delay, --fetch-interval)",
+             f"workq target{'s' if len(targets) > 1 else ''}: {', '.join(targets)}"]
+    for name, settings in targets.items():
+        which = f" [{name}]" if len(targets) > 1 else ""
+        if settings.broker_addr:
+            lines.append(f"workq broker{which}: already running at %s:%d (client), "
+                         "%d (worker)" % settings.broker_addr)
+        else:
+            lines.append(f"workq broker{which}: {settings.broker_cmd}")
+        lines.append(f"workq worker{which}: {settings.worker_cmd}")
     return lines
 
 
@@ -157,23 +201,36 @@ class SuiteDirectory(pytest.Directory):
 class SpecFile(pytest.File):
     def collect(self):
         spec = load_spec(self.path)
+        targets = self.config.stash[TARGETS]
         for exchange in spec.get("exchanges") or []:
-            yield ExchangeItem.from_parent(self, name=exchange["id"], exchange=exchange)
+            # One item per target; with several, the id says which: JOB-001[select]
+            for target, settings in targets.items():
+                name = exchange["id"] if len(targets) == 1 else f"{exchange['id']}[{target}]"
+                yield ExchangeItem.from_parent(self, name=name, exchange=exchange,
+                                               target=target, settings=settings)
 
 
 class ExchangeItem(pytest.Item):
-    def __init__(self, *, exchange, **kwargs):
+    def __init__(self, *, exchange, target=None, settings=None, **kwargs):
         super().__init__(**kwargs)
         self.exchange = exchange
         self.exchange_run = None
+        self.settings = settings or self.config.stash[SETTINGS]
+        self.target = target or next(iter(self.config.stash[TARGETS]))
         for marker in (exchange.get("level"), exchange.get("role")):
             if marker in MARKERS:
                 self.add_marker(marker)
         if exchange.get("section"):
             self.extra_keyword_matches.add(exchange["section"])
+        self.extra_keyword_matches.add(self.target)
+        # In every report of this item, so in --junitxml and --report too.
+        self.user_properties += [
+            ("id", exchange["id"]), ("target", self.target),
+            ("title", exchange.get("title", "")), ("level", exchange.get("level", "")),
+            ("role", exchange.get("role", "")), ("section", exchange.get("section", ""))]
 
     def runtest(self):
-        settings = self.config.stash[SETTINGS]
+        settings = self.settings
         if settings.broker_addr and self.exchange.get("fresh_broker"):
             pytest.skip("needs a fresh broker; --broker-addr names a shared one")
         self.exchange_run = ExchangeRun(self.exchange, settings)
@@ -190,7 +247,8 @@ class ExchangeItem(pytest.Item):
         lines = [f"{exchange['id']}: {exchange.get('title', '')}",
                  f"level {exchange.get('level')}, role {exchange.get('role')}, "
                  f"section {exchange.get('section')}",
-                 f"network: {self.config.stash[SETTINGS].network}"]
+                 f"target: {self.target}",
+                 f"network: {self.settings.network}"]
         if run is not None:
             lines += ["", "transcript (seconds since the exchange began):",
                       run.transcript.render()]

@@ -5,6 +5,8 @@ import select
 import socket
 import time
 
+from .capture import MulticastChecks
+from .fake_broker import WorkerRoleSteps
 from .patterns import SpecError, expand_references, match_line, substitute
 from .targets import Target, TargetError, free_tcp_port, udp_ports_of_process_tree
 from .wire import Connection, DatagramReceiver, Transcript, show
@@ -20,7 +22,8 @@ class Settings:
     """How to reach the targets: command templates or an existing broker."""
 
     def __init__(self, broker_cmd, worker_cmd, cwd, python, multicast_group,
-                 broker_addr=None, network="loopback"):
+                 broker_addr=None, network="loopback", word_delay=0.02, fetch_interval=0.05,
+                 capture=None, multicast_ttl=1):
         self.broker_cmd = broker_cmd
         self.worker_cmd = worker_cmd
         self.cwd = cwd
@@ -28,6 +31,10 @@ class Settings:
         self.multicast_group = multicast_group
         self.broker_addr = broker_addr  # (host, client_port, worker_port) or None
         self.network = network
+        self.word_delay = word_delay          # what the worker template sets: timing
+        self.fetch_interval = fetch_interval  # checks compare against these
+        self.capture = capture                # capture.CaptureMode, or None: no capture
+        self.multicast_ttl = multicast_ttl
 
 
 class ExchangeFailure(Exception):
@@ -39,7 +46,7 @@ class ExchangeFailure(Exception):
         self.details = list(details)
 
 
-class ExchangeRun:
+class ExchangeRun(WorkerRoleSteps, MulticastChecks):
     def __init__(self, exchange, settings):
         self.exchange = exchange
         self.settings = settings
@@ -56,6 +63,7 @@ class ExchangeRun:
         self.syslog_cursor = 0
         self.step_number = 0
         self.status_polls = 0
+        self.extra_readers = []  # more sockets _pump reads: listener, capture
 
     # -- the whole exchange ------------------------------------------------
 
@@ -70,9 +78,8 @@ class ExchangeRun:
     def _start_targets(self):
         steps = self.exchange["steps"]
         if self.exchange.get("role") == "worker":
-            raise SpecError("role worker (the suite plays the broker): spec/EXCHANGES.md "
-                            "defines no steps for it yet")
-        if self.settings.broker_addr:
+            self._listen_as_broker()  # fake_broker.py
+        elif self.settings.broker_addr:
             self.host, self.client_port, self.worker_port = self.settings.broker_addr
         else:
             self.host = HOST
@@ -93,6 +100,7 @@ class ExchangeRun:
             self.multicast = DatagramReceiver.multicast(
                 self.settings.multicast_group, HOST, self.transcript, self._owner_of)
             self.syslog = DatagramReceiver.syslog(self.transcript, self._owner_of)
+            self._open_observer()  # capture.py
 
     def _stop_targets(self):
         for connection in self.connections.values():
@@ -102,7 +110,7 @@ class ExchangeRun:
             worker.terminate()
         if self.broker:
             self.broker.terminate()
-        for receiver in (self.multicast, self.syslog):
+        for receiver in (self.multicast, self.syslog, *self.extra_readers):
             if receiver:
                 receiver.close()
 
@@ -115,7 +123,8 @@ class ExchangeRun:
         return ([self.broker] if self.broker else []) + list(self.workers.values())
 
     def _fill(self, what, template, **ports):
-        values = dict(python=self.settings.python, **ports)
+        values = dict(python=self.settings.python, word_delay=self.settings.word_delay,
+                      fetch_interval=self.settings.fetch_interval, **ports)
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError) as error:
@@ -126,7 +135,7 @@ class ExchangeRun:
 
     ACTIONS = ("connect", "send", "send_raw", "send_repeat", "expect", "expect_closed",
                "close", "shutdown_write", "wait_state", "start_worker", "stop_worker",
-               "expect_words", "expect_syslog")
+               "expect_words", "expect_syslog", "accept_worker", "expect_idle_wait")
 
     def _run_step(self, step):
         actions = [key for key in step if key in self.ACTIONS]
@@ -173,13 +182,16 @@ class ExchangeRun:
     def _send(self, text, step, deadline, timeout):
         connection = self._connection(step)
         line = substitute(text, self.values)
-        self.transcript.add(f"{connection.name} C> {show(line)}", step=self.step_number)
+        mark = getattr(connection, "send_mark", "C>")  # B> when the suite is the broker
+        self.transcript.add(f"{connection.name} {mark} {show(line)}", step=self.step_number)
         self._write(connection, line.encode("utf-8") + b"\n", deadline)
+        connection.last_sent = (line, time.monotonic())  # for expect_idle_wait
 
     def _send_raw(self, text, step, deadline, timeout):
         connection = self._connection(step)
         data = substitute(text, self.values)
-        self.transcript.add(f"{connection.name} C> {ascii(data)[1:-1]}  (raw, no LF added)",
+        mark = getattr(connection, "send_mark", "C>")
+        self.transcript.add(f"{connection.name} {mark} {ascii(data)[1:-1]}  (raw, no LF added)",
                             step=self.step_number)
         self._write(connection, _latin1(data), deadline)
 
@@ -190,7 +202,8 @@ class ExchangeRun:
         suffix = substitute(spec.get("suffix", "\n"), self.values)
         count = int(spec["count"])
         size = len(prefix) + len(fill) * count + len(suffix)
-        self.transcript.add(f"{connection.name} C> {ascii(prefix)} + {ascii(fill)} x {count}"
+        mark = getattr(connection, "send_mark", "C>")
+        self.transcript.add(f"{connection.name} {mark} {ascii(prefix)} + {ascii(fill)} x {count}"
                             f" + {ascii(suffix)}  ({size} bytes)", step=self.step_number)
         self._write(connection, _latin1(prefix) + _latin1(fill) * count + _latin1(suffix),
                     deadline)
@@ -248,7 +261,8 @@ class ExchangeRun:
 
     def _expect_closed(self, value, step, deadline, timeout):
         connection = self._connection(step)
-        self._step_note(f"expect {connection.name} closed by the broker")
+        self._step_note(f"expect {connection.name} closed by the "
+                        f"{'worker' if self.listener else 'broker'}")
         self._pump(deadline, lambda: connection.lines or not connection.readable)
         if connection.lines:
             self._fail(f"expect {connection.name} closed", "expected: connection closed",
@@ -330,6 +344,9 @@ class ExchangeRun:
         self.transcript.add(f"-- worker {name} {worker.stop_note}")
         if not stopped:
             self._fail(f"worker {name} did not exit within 2 s of SIGTERM")
+        if "exit_status" in step and worker.returncode != step["exit_status"]:
+            self._fail(f"worker {name} exited with status {worker.returncode} after SIGTERM, "
+                       f"expected {step['exit_status']}")
 
     def _expect_words(self, words, step, deadline, timeout):
         words = [substitute(word, self.values) for word in words]
@@ -339,22 +356,29 @@ class ExchangeRun:
         self._step_note("expect words " + " ".join(words) +
                         (f" from worker {sender}" if sender else ""))
         wanted = [word.encode("utf-8") + b"\n" for word in words]
-        found = self._pump(deadline, lambda: self._find_words(wanted, sender))
+        strict = "job" in step  # all of a job's words: nothing before them either
+        found = self._pump(deadline, lambda: self._find_words(wanted, sender, strict))
         if not found:
             received = self._received_words(sender)
-            self._fail("expect words", "expected: " + " ".join(words) +
+            defects = self._word_defects(words, step, sender)  # capture.py
+            self._fail("expect words" + (f": {defects[0]}" if defects else ""), *defects,
+                       "expected: " + " ".join(words) +
                        (f"  (from worker {sender})" if sender else "  (from one source)"),
                        *(received or [f"received: no datagram within {timeout:.1f} s"]))
+        self._check_datagrams(words, step, sender)  # capture.py: destination, TTL, spacing
 
-    def _find_words(self, wanted, sender):
-        """Find ``wanted`` as a run of one source's datagrams not yet matched."""
+    def _find_words(self, wanted, sender, strict=False):
+        """Find ``wanted`` as a run of one source's datagrams not yet matched
+        (``strict``: right after the ones matched before)."""
         for source, payloads in self._datagrams_by_source().items():
             if sender is not None and self._owner_of(source[1]) != sender:
                 continue
             start = self.multicast_cursor.get(source, 0)
-            for index in range(start, len(payloads) - len(wanted) + 1):
+            stop = start + 1 if strict else len(payloads) - len(wanted) + 1
+            for index in range(start, stop):
                 if payloads[index:index + len(wanted)] == wanted:
                     self.multicast_cursor[source] = index + len(wanted)
+                    self.last_match = (source, index)
                     return True
         return False
 
@@ -407,7 +431,7 @@ class ExchangeRun:
             if remaining <= 0:
                 return False
             readers = [c for c in self.connections.values() if c.readable]
-            readers += [r for r in (self.multicast, self.syslog) if r]
+            readers += [r for r in (self.multicast, self.syslog, *self.extra_readers) if r]
             writers = [writing.sock] if writing and not writing.closed_by_us else []
             by_socket = {r.sock: r for r in readers}
             readable, writable, _ = select.select(list(by_socket), writers, [],

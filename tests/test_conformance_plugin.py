@@ -321,3 +321,197 @@ def test_syslog_prefix_is_stripped():
     assert syslog_message(b"<14>Nov 28 09:18:00 host w[1]: starting job 3") == "starting job 3"
     assert syslog_message(b"<14>connection to broker 127.0.0.1:5 lost: EOF") == \
         "connection to broker 127.0.0.1:5 lost: EOF"
+
+
+# -- the worker role: the suite plays the broker ------------------------------
+
+# A worker with defects to order. Plain FETCH (no long-poll); a SIGTERM handler
+# that exits 0 (or 1 with --exit-1), and optionally sends DONE first.
+FAKE_ROLE_WORKER = r'''
+import os, signal, socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+output_port, syslog_port = int(sys.argv[2]), int(sys.argv[3])
+flags = set(sys.argv[4:])
+group = "239.0.0.2" if "--wrong-group" in flags else "239.0.0.1"
+multicast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+multicast.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+multicast.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL,
+                     64 if "--ttl-64" in flags else 1)
+syslog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+broker = None
+job = None
+
+def log(message):
+    syslog.sendto(f"<14>role-worker[{os.getpid()}]: {message}".encode(),
+                  ("127.0.0.1", syslog_port))
+
+def on_term(signum, frame):
+    if "--done-on-term" in flags and job is not None:
+        broker.sendall(f"DONE {job}\n".encode())
+    sys.exit(1 if "--exit-1" in flags else 0)
+
+signal.signal(signal.SIGTERM, on_term)
+broker = socket.create_connection((host, int(port)))
+replies = broker.makefile("rb")
+log(f"connected to broker {host}:{port}")
+while True:
+    log("fetching job")
+    broker.sendall(b"FETCH\n")
+    reply = replies.readline().decode().rstrip("\n")
+    if not reply:
+        break
+    if reply == "NOJOB":
+        time.sleep(0 if "--busy" in flags else 0.05)
+        continue
+    _, job, text = reply.split(" ", 2)
+    log(f"starting job {job}")
+    words = text.split()
+    if "--reverse" in flags:
+        words.reverse()
+    if "--drop-last" in flags:
+        words.pop()
+    for index, word in enumerate(words):
+        if index:
+            time.sleep(0 if "--no-delay" in flags else 0.02)
+        if "--done-first" in flags and index == len(words) - 1:
+            broker.sendall(f"DONE {job}\n".encode())
+        multicast.sendto(word.encode() + b"\n", (group, output_port))
+    if "--no-done" not in flags and "--done-first" not in flags:
+        broker.sendall(f"DONE {job}\n".encode())
+        replies.readline()
+        log(f"completed job {job}")
+    job = None
+'''
+
+WORKER_ROLE_SPEC = r'''
+exchanges:
+  - id: WRK-901
+    title: the steps of the worker role against a fake worker
+    section: test
+    level: core
+    role: worker
+    steps:
+      - start_worker: w
+      - accept_worker: c
+      - expect: FETCH
+      - send: NOJOB
+      - expect_idle_wait: {min: 0.5, max: 40}
+      - send: JOB 7 a b c
+      - expect_words: [a, b, c]
+        job: 7
+        timeout: 1
+      - expect: DONE 7
+        timeout: 1
+      - send: OK
+      - expect: FETCH
+      - expect_syslog: "starting job 7"
+      - expect_syslog: "completed job 7"
+      - close: c
+  - id: WRK-902
+    title: SIGTERM mid-job against a fake worker
+    section: test
+    level: core
+    role: worker
+    steps:
+      - start_worker: w
+      - accept_worker: c
+      - expect: FETCH
+      - send: JOB 8 one two three four five six seven eight nine ten eleven twelve
+      - expect_words: [one, two]
+      - stop_worker: w
+        exit_status: 0
+      - expect_closed: true
+'''
+
+
+def role_worker_cmd(fakes, *flags):
+    (fakes / "role_worker.py").write_text(FAKE_ROLE_WORKER)
+    return " ".join(["{python}", str(fakes / "role_worker.py"), "{broker}", "{output_port}",
+                     "{syslog_port}", *flags])
+
+
+def capture_permitted():
+    from conformance.capture import probe_capture
+    return probe_capture().capture
+
+
+def run_worker_role(fakes, *flags, case="WRK-901", extra=()):
+    return run_suite("--spec", write_spec(fakes, WORKER_ROLE_SPEC), "-k", case,
+                     "--worker-cmd", role_worker_cmd(fakes, *flags), *extra)
+
+
+def test_worker_role_steps_pass_against_a_correct_fake_worker(fakes):
+    code, output = run_worker_role(fakes, case="WRK-901 or WRK-902")
+    assert code == 0, output
+    assert "2 passed" in output
+    assert "workq multicast checks: " in output
+    assert "workq timing: word delay 0.02 s, fetch interval 0.05 s" in output
+
+
+@pytest.mark.parametrize("flags, case, messages", [
+    (["--reverse"], "WRK-901",
+     ["FAILED at step 7: expect words: word 'b' arrived before 'a' (job 7)",
+      "expected: a b c", "received from w: c b a"]),
+    (["--drop-last"], "WRK-901", ["expect words: missing word 'c' (job 7)"]),
+    (["--no-delay"], "WRK-901",
+     ["expect words: words 'a' and 'b' of job 7 only 0.0",
+      "apart, expected at least 0.010 s (word delay 0.02 s x 0.5)", "measured spacing: "]),
+    (["--no-done"], "WRK-901",
+     ["FAILED at step 8: expect on c", "expected: DONE 7", "received: FETCH"]),
+    (["--busy"], "WRK-901",
+     ["FAILED at step 5: FETCH 0.0", "s after NOJOB, expected at least 0.025 s",
+      "measured wait: "]),
+    (["--done-on-term"], "WRK-902",
+     ["FAILED at step 7: expect c closed", "received: DONE 8"]),
+    (["--exit-1"], "WRK-902",
+     ["FAILED at step 6: worker w exited with status 1 after SIGTERM, expected 0"]),
+])
+def test_a_broken_fake_worker_is_caught_and_the_defect_named(fakes, flags, case, messages):
+    code, output = run_worker_role(fakes, *flags, case=case)
+    assert code == 1, output
+    for text in messages + ["c W< FETCH", "c B> "]:
+        assert text in output, f"{text!r} missing from:\n{output}"
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--ttl-64", "FAILED at step 7: expect words: TTL 64, expected 1 (datagram 'a' from w)"),
+    ("--wrong-group", "FAILED at step 7: expect words: datagram 'a' to 239.0.0.2:"),
+    ("--done-first", "FAILED at step 7: expect words: DONE 7 went out 0.0"),
+])
+def test_the_capture_sees_ttl_and_destination(fakes, flag, message):
+    if not capture_permitted():
+        pytest.skip("capturing on lo is not permitted here")
+    code, output = run_worker_role(fakes, flag)
+    assert code == 1, output
+    assert "-- multicast checks: scapy capture on lo" in output
+    assert message in output, output
+    if flag == "--done-first":
+        assert "s before the last word 'c' of job 7" in output
+    if flag == "--wrong-group":
+        assert "expected 239.0.0.1 (from w)" in output and "capture< a  to 239.0.0.2:" in output
+
+
+def test_without_capture_the_report_says_what_goes_unchecked(fakes):
+    code, output = run_worker_role(fakes, "--ttl-64", "--reverse",
+                                   extra=["--mcast-capture", "off"])
+    assert code == 1, output
+    unchecked = "joined receiver socket (capture off: TTL and destination unchecked)"
+    assert f"workq multicast checks: {unchecked}" in output
+    assert f"-- multicast checks: {unchecked}" in output
+    assert "TTL 64" not in output  # unseen without a capture, and not claimed
+    assert "word 'b' arrived before 'a' (job 7)" in output
+
+
+def test_word_defects_name_what_is_wrong():
+    from conformance.capture import word_defects
+    assert word_defects(["a", "b", "c"], [b"a\n", b"b\n", b"c\n"]) == []
+    assert word_defects(["a", "b", "c"], [b"b\n", b"a\n", b"c\n"], job=7) == [
+        "word 'b' arrived before 'a' (job 7)"]
+    assert word_defects(["a", "b", "c"], [b"a\n", b"b\n"]) == ["missing word 'c'"]
+    assert word_defects(["a", "b"], [b"a\n", b"x\n", b"b\n"]) == [
+        "unexpected word 'x' between 'a' and 'b'"]
+    assert word_defects(["a", "b"], [b"x\n", b"a\n", b"b\n"], job=3, strict=True) == [
+        "unexpected word 'x' before 'a' (job 3)"]
+    assert word_defects(["a"], [b"a"]) == [
+        "datagram 'a' has no LF (the payload is the word and LF)"]
+    assert word_defects(["slow", "slow"], [b"slow\n"]) == ["missing word 'slow'"]

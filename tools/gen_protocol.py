@@ -96,7 +96,11 @@ def quoted(text):
 
 def transcript(exchange):
     """The steps of an exchange as a readable wire transcript."""
-    names = {s["connect"] for s in exchange["steps"] if "connect" in s}
+    worker_role = exchange.get("role") == "worker"
+    # In the worker role the suite is the broker: B> it sends, W< the worker sends.
+    sent, received = ("B>", "W<") if worker_role else ("C>", "S<")
+    names = {s.get("connect", s.get("accept_worker")) for s in exchange["steps"]
+             if "connect" in s or "accept_worker" in s}
     show_names = len(names) > 1
     width = max((len(n) for n in names), default=0)
     current = None
@@ -111,21 +115,36 @@ def transcript(exchange):
         if "connect" in step:
             current = step["connect"]
             lines.append(f"-- connect {current} to the {step.get('port', 'client')} port")
+        elif "accept_worker" in step:
+            current = step["accept_worker"]
+            lines.append(f"-- the worker connects to the suite's worker port: "
+                         f"connection {current}{within}")
         elif "send" in step:
-            lines.append(f"{on(step)}C> {quoted(step['send'])}")
+            lines.append(f"{on(step)}{sent} {quoted(step['send'])}")
         elif "send_raw" in step:
-            lines.append(f"{on(step)}C> {raw(step['send_raw'])}  (raw bytes, no LF added)")
+            lines.append(f"{on(step)}{sent} {raw(step['send_raw'])}  (raw bytes, no LF added)")
         elif "send_repeat" in step:
             r = step["send_repeat"]
             parts = [raw(r.get("prefix", "")), f"{raw(r['fill'])} x {r['count']}",
                      raw(r.get("suffix", "\n"))]
-            lines.append(f"{on(step)}C> " + " + ".join(p for p in parts if p != '""'))
+            lines.append(f"{on(step)}{sent} " + " + ".join(p for p in parts if p != '""'))
         elif "expect" in step:
-            lines.append(f"{on(step)}S< {quoted(step['expect'])}{within}")
+            lines.append(f"{on(step)}{received} {quoted(step['expect'])}{within}")
+        elif "expect_idle_wait" in step:
+            w = step["expect_idle_wait"] or {}
+            limits = f"no sooner than {w.get('min', 0.5):g} x the fetch interval"
+            if "max" in w:
+                limits += f", no later than {w['max']:g} x"
+            lines.append(f"{on(step)}{received} {quoted(w.get('pattern', 'FETCH'))}  "
+                         f"({limits} after the line before){within}")
         elif "expect_closed" in step:
-            lines.append(f"{on(step)}S< (the broker closes the connection){within}")
+            who = "worker" if worker_role else "broker"
+            lines.append(f"{on(step)}{received} (the {who} closes the connection){within}")
         elif "close" in step:
-            lines.append(f"-- {step['close']} closes its connection")
+            if worker_role:
+                lines.append(f"-- the suite closes connection {step['close']}")
+            else:
+                lines.append(f"-- {step['close']} closes its connection")
         elif "shutdown_write" in step:
             lines.append(f"-- {step['shutdown_write']} half-closes (sends EOF, keeps reading)")
         elif "wait_state" in step:
@@ -133,14 +152,22 @@ def transcript(exchange):
             lines.append(f"-- poll STATUS {w['id']} on a new client connection "
                          f"until the answer is {w['state']}{within}")
         elif "start_worker" in step:
-            lines.append(f"-- start worker {step['start_worker']}")
+            where = ", its broker being the suite's worker port" if worker_role else ""
+            lines.append(f"-- start worker {step['start_worker']}{where}")
         elif "stop_worker" in step:
-            lines.append(f"-- SIGTERM worker {step['stop_worker']}; it exits within 2 s")
+            status = (f" with status {step['exit_status']}" if "exit_status" in step else "")
+            lines.append(f"-- SIGTERM worker {step['stop_worker']}; it exits within 2 s{status}")
         elif "expect_words" in step:
-            source = f"  (from worker {step['from']})" if "from" in step else ""
+            notes = []
+            if "job" in step:
+                notes.append(f"all the words of job {step['job']}, at least 0.5 x the word "
+                             "delay apart")
+            if "from" in step:
+                notes.append(f"from worker {step['from']}")
             words = step["expect_words"]
             lines += [f"M< {quoted(word)}" for word in words[:-1]]
-            lines.append(f"M< {quoted(words[-1])}{source}{within}")
+            lines.append(f"M< {quoted(words[-1])}"
+                         + (f"  ({'; '.join(notes)})" if notes else "") + within)
         elif "expect_syslog" in step:
             lines.append(f"L< {quoted(step['expect_syslog'])}{within}")
         else:
@@ -289,8 +316,12 @@ def render(spec):
         "against a broker; **system**: a broker and workers run together and the "
         "suite watches their output; **worker**: the suite plays the broker.")
     add("In the transcripts `C>` is a line the suite sends (as a client or a worker), "
-        "`S<` a line the broker must send back, `M<` a multicast datagram (the word, "
-        "then LF), `L<` a syslog message (after `<PRI>ident[pid]: `), `--` an action. "
+        "`S<` a line the broker must send back; in the worker role `B>` is a line the "
+        "suite sends as the broker and `W<` a line the worker must send. `M<` is a "
+        "multicast datagram (the word, then LF), `L<` a syslog message (after "
+        "`<PRI>ident[pid]: `), `--` an action. In the worker role the suite is a core "
+        "broker: it answers a long-poll `FETCH <seconds>` with `ERR BAD_ARGUMENT`, so the "
+        "transcripts show plain `FETCH` only. "
         "Patterns: `{name:int}` captures digits, `{name:word}` a word without spaces, "
         "`{name:any}` the rest of the line; `{name}` is a value captured before; "
         "`{_:any}` matches anything. When several connections are open, each line "

@@ -1,0 +1,128 @@
+"""Which targets a run tests, and under which names.
+
+A target is a broker (a command template, or the address of a broker that
+already runs) and a worker command template. They come from:
+
+- ``--impl select|threads`` (also ``select,threads``): our implementations;
+- ``--broker-cmd``, ``--worker-cmd``, ``--broker-addr``: replace the broker or
+  the worker of the ``--impl`` target(s), which are then named ``custom``
+  (``custom-select``, ``custom-threads`` when there are several);
+- ``--target NAME=BROKER[;WORKER]`` (repeatable): a named target. An empty
+  or missing part is played by our select implementation; BROKER may be
+  ``@HOST:CLIENT_PORT:WORKER_PORT`` for a broker that already runs.
+
+With neither ``--target`` nor ``--impl`` nor a command option, the run tests
+our select implementation.
+"""
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["TargetOptionError", "TargetSpec", "IMPL_NAMES", "parse_impl_list",
+           "parse_broker_addr", "split_templates", "parse_target", "resolve_targets"]
+
+IMPL_NAMES = ("select", "threads")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+
+
+class TargetOptionError(ValueError):
+    """A target option that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    broker_cmd: str
+    worker_cmd: str
+    broker_addr: tuple = None  # (host, client_port, worker_port) or None
+    origin: str = ""           # the option it came from, for error messages
+
+
+def parse_impl_list(text):
+    """``select``, ``threads``, ``select,threads`` -> a list of names."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    bad = [name for name in names if name not in IMPL_NAMES]
+    if not names or bad:
+        raise TargetOptionError(
+            f"--impl {text!r}: choose from {', '.join(IMPL_NAMES)} "
+            "(several separated by commas)")
+    return list(dict.fromkeys(names))
+
+
+def parse_broker_addr(text, option="--broker-addr"):
+    try:
+        host, client_port, worker_port = text.rsplit(":", 2)
+        if not host:
+            raise ValueError
+        return host, int(client_port), int(worker_port)
+    except ValueError:
+        raise TargetOptionError(
+            f"{option} wants HOST:CLIENT_PORT:WORKER_PORT, not {text!r}") from None
+
+
+def split_templates(text):
+    """Split ``BROKER;WORKER`` at the first ``;`` outside quotes."""
+    quote = None
+    for index, char in enumerate(text):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == ";":
+            return text[:index].strip(), text[index + 1:].strip()
+    return text.strip(), None
+
+
+def parse_target(text, default_broker, default_worker):
+    """``NAME=BROKER[;WORKER]`` -> TargetSpec."""
+    name, equals, templates = text.partition("=")
+    name = name.strip()
+    if not equals or not NAME.match(name):
+        raise TargetOptionError(
+            f"--target {text!r}: wants NAME=BROKER_TEMPLATE[;WORKER_TEMPLATE], NAME made "
+            "of letters, digits and _ . + - (it becomes part of the test ids)")
+    origin = f"--target {name}"
+    broker, worker = split_templates(templates)
+    broker_addr = None
+    if broker.startswith("@"):
+        broker_addr = parse_broker_addr(broker[1:], origin)
+        broker = ""
+    if not broker and not worker and broker_addr is None:
+        raise TargetOptionError(f"{origin}: neither a broker nor a worker template given")
+    return TargetSpec(name, broker or default_broker, worker or default_worker,
+                      broker_addr, origin)
+
+
+def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
+                    implementations):
+    """All targets of a run, in order; ``implementations`` maps ``select`` and
+    ``threads`` to their (broker, worker) templates."""
+    target_texts = list(target_texts or [])
+    default_broker, default_worker = implementations["select"]
+    targets = []
+    custom = bool(broker_cmd or worker_cmd or broker_addr)
+    if impl is not None or custom or not target_texts:
+        impls = parse_impl_list(impl) if impl is not None else ["select"]
+        addr = parse_broker_addr(broker_addr) if broker_addr else None
+        for name in impls:
+            impl_broker, impl_worker = implementations[name]
+            if custom:
+                label = "custom" if len(impls) == 1 else f"custom-{name}"
+                origin = " ".join(
+                    option for option, value in (("--broker-cmd", broker_cmd),
+                                                 ("--worker-cmd", worker_cmd),
+                                                 ("--broker-addr", broker_addr)) if value)
+            else:
+                label, origin = name, f"--impl {name}"
+            targets.append(TargetSpec(label, broker_cmd or impl_broker,
+                                      worker_cmd or impl_worker, addr, origin))
+    for text in target_texts:
+        targets.append(parse_target(text, default_broker, default_worker))
+    seen = set()
+    for target in targets:
+        if target.name in seen:
+            raise TargetOptionError(f"two targets are named {target.name!r}; "
+                                    "each target needs its own name")
+        seen.add(target.name)
+    return targets
