@@ -121,7 +121,8 @@ def pytest_configure(config):
                               broker_addr=target.broker_addr, network=network,
                               word_delay=config.getoption("word_delay"),
                               fetch_interval=config.getoption("fetch_interval"),
-                              capture=capture, multicast_ttl=_multicast_ttl(spec_path))
+                              capture=capture, multicast_ttl=_multicast_ttl(spec_path),
+                              broker_options=_broker_options(spec_path))
         for target in targets}
     config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
 
@@ -141,6 +142,13 @@ def _multicast_group(spec_path):
         return load_spec(spec_path)["multicast"]["group"]
     except Exception:  # the collector reports a broken spec; here: a default
         return "239.0.0.1"
+
+
+def _broker_options(spec_path):
+    try:
+        return load_spec(spec_path)["broker_options"]
+    except Exception:  # as _multicast_group
+        return {}
 
 
 def _multicast_ttl(spec_path):
@@ -233,6 +241,9 @@ class ExchangeItem(pytest.Item):
         settings = self.settings
         if settings.broker_addr and self.exchange.get("fresh_broker"):
             pytest.skip("needs a fresh broker; --broker-addr names a shared one")
+        if settings.broker_addr and self.exchange.get("broker_options"):
+            pytest.skip("needs a broker started with "
+                        + ", ".join(self.exchange["broker_options"]) + "; --broker-addr names a running one")
         self.exchange_run = ExchangeRun(self.exchange, settings)
         self.exchange_run.run()
 

@@ -1,8 +1,11 @@
 """Runs one exchange of spec/protocol.yaml against a target, step by step,
 as spec/EXCHANGES.md defines the steps, recording the wire as it goes."""
 
+import os
 import select
+import shlex
 import socket
+import tempfile
 import time
 
 from .capture import MulticastChecks
@@ -23,7 +26,7 @@ class Settings:
 
     def __init__(self, broker_cmd, worker_cmd, cwd, python, multicast_group,
                  broker_addr=None, network="loopback", word_delay=0.02, fetch_interval=0.05,
-                 capture=None, multicast_ttl=1):
+                 capture=None, multicast_ttl=1, broker_options=None):
         self.broker_cmd = broker_cmd
         self.worker_cmd = worker_cmd
         self.cwd = cwd
@@ -35,6 +38,7 @@ class Settings:
         self.fetch_interval = fetch_interval  # checks compare against these
         self.capture = capture                # capture.CaptureMode, or None: no capture
         self.multicast_ttl = multicast_ttl
+        self.broker_options = broker_options or {}   # the spec's broker_options: name -> entry
 
 
 class ExchangeFailure(Exception):
@@ -64,6 +68,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         self.step_number = 0
         self.status_polls = 0
         self.extra_readers = []  # more sockets _pump reads: listener, capture
+        self.option_files = []   # files written for file-valued broker options
 
     # -- the whole exchange ------------------------------------------------
 
@@ -89,6 +94,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
             command = self._fill("broker", self.settings.broker_cmd,
                                  client_port=self.client_port,
                                  worker_port=self.worker_port)
+            command += self._broker_options()
             self.broker = Target("broker", command, self.settings.cwd)
             self.transcript.add(f"-- broker started (pid {self.broker.pid}): {command}")
             self.broker.wait_listening([self.client_port, self.worker_port])
@@ -102,6 +108,20 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
             self.syslog = DatagramReceiver.syslog(self.transcript, self._owner_of)
             self._open_observer()  # capture.py
 
+    def _broker_options(self):
+        """The exchange's ``broker_options`` as the command-line options the spec names."""
+        words = []
+        for name, value in self.exchange.get("broker_options", {}).items():
+            option = self.settings.broker_options[name]
+            if option["kind"] == "file":
+                handle = tempfile.NamedTemporaryFile("w", prefix=f"workq-{name}-", delete=False)
+                with handle:
+                    handle.write(f"{value}\n")
+                self.option_files.append(handle.name)
+                value = handle.name
+            words += [option["option"], shlex.quote(str(value))]
+        return "".join(" " + word for word in words)
+
     def _stop_targets(self):
         for connection in self.connections.values():
             if not connection.closed_by_us:
@@ -113,6 +133,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         for receiver in (self.multicast, self.syslog, *self.extra_readers):
             if receiver:
                 receiver.close()
+        for path in self.option_files:
+            os.unlink(path)
 
     def release(self):
         """Free what the failure report needed (temporary files of output)."""

@@ -229,9 +229,10 @@ def render(spec):
               [(p["name"], p["default"], prose(p["used_by"]),
                 ", ".join(code(c) for c in p.get("commands", [])) or "(UDP, no commands)")
                for p in spec["ports"]]))
-    add(table(["limit", "default", "option", "meaning"],
-              [(name, limit["default"], code(limit["option"]) if "option" in limit else "",
-                prose(limit["text"])) for name, limit in spec["limits"].items()]))
+    add(table(["broker option", "default", "command line", "meaning"],
+              [(name, "none" if option["default"] is None else option["default"],
+                code(option["option"] + (" PATH" if option["kind"] == "file" else " N")),
+                prose(option["text"])) for name, option in spec["broker_options"].items()]))
 
     # Every section's text, in order; the command list follows them.
     commands_number = numbers.count + len(spec["sections"]) + 1
@@ -333,6 +334,8 @@ def render(spec):
                  f"({exchange['section']})"]
         if exchange.get("fresh_broker"):
             facts.append("needs a fresh broker")
+        for name, value in exchange.get("broker_options", {}).items():
+            facts.append(f"broker started with {name} {value}")
         add(", ".join(facts) + ".")
         add("```text\n" + transcript(exchange) + "\n```")
 
