@@ -28,7 +28,7 @@ import heapq
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
-from .messages import RequestError, err, parse_job_id, parse_request
+from .messages import RequestError, chunk_is_plain, err, parse_job_id, parse_request
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
            "WAITING", "RUNNING", "COMPLETED", "TRANSITIONS"]
@@ -136,13 +136,16 @@ class BrokerCore:
     def receive(self, conn, data, now=0.0):
         """Answer every complete line in ``data``; return the replies joined."""
         framer = conn.framer
+        # A line continued from an earlier read was not in this check.
+        checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)
         if conn.waiting_fetch is not None:
             replies = self._hold(conn, lines)
         else:
             replies = []
+            answer = self._answer
             for index, line in enumerate(lines):
-                reply = self._answer(conn, line, now)
+                reply = answer(conn, line, now, checked)
                 if reply is None:                        # a FETCH <seconds> waits
                     replies.extend(self._hold(conn, lines[index + 1:]))
                     break
@@ -213,11 +216,19 @@ class BrokerCore:
 
     # -- requests ---------------------------------------------------------------
 
-    def _answer(self, conn, line, now):
+    def _answer(self, conn, line, now, checked=False):
         if conn.waiting_fetch is not None:
             return None          # marks where _hold takes over (see receive)
         try:
-            request = parse_request(line)
+            if checked and conn.authenticated:
+                # Fast path of parse_request for a line known to be plain.
+                parts = line.split(None, 1)
+                if parts:
+                    command = parts[0].upper()
+                    handler = conn.handlers.get(command)
+                    if handler is not None:
+                        return handler(conn, parts[1].rstrip() if len(parts) == 2 else b"", now)
+            request = parse_request(line, checked)
             if not conn.authenticated:
                 return self._authenticate(conn, request)
             handler = conn.handlers.get(request.command)
@@ -276,14 +287,15 @@ class BrokerCore:
         return RequestError("UNKNOWN_COMMAND", f"unknown command {shown!r}")
 
     def _job(self, conn, text, now):
+        waiting, texts = self.waiting, self.texts
         if not text:
             raise RequestError("EMPTY_JOB", "job text is empty")
-        if len(self.waiting) >= self.max_waiting:
+        if len(waiting) >= self.max_waiting:
             raise RequestError("QUEUE_FULL", f"queue full: {self.max_waiting} jobs waiting")
-        job_id = len(self.texts)
-        self.texts.append(text)
+        job_id = len(texts)
+        texts.append(text)
         self.states.append(WAITING)
-        self.waiting.append(job_id)
+        waiting.append(job_id)
         if self.store is not None:
             self.store.add(job_id, text)
         if self.fetchers:

@@ -48,6 +48,8 @@ class LineFramer:
             self._partial += rest
         if max(map(len, lines)) > limit:
             return self._cut_at_overlong(lines)
+        if b"\r" not in data and not (lines[0] and lines[0][-1:] == b"\r"):
+            return lines
         return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
 
     def has_partial(self):

@@ -8,13 +8,16 @@ whole read's replies and send them at once.
 import re
 
 __all__ = [
-    "Request", "parse_request", "RequestError", "parse_job_id",
+    "Request", "chunk_is_plain", "parse_request", "RequestError", "parse_job_id",
     "Reply", "parse_reply", "err",
 ]
 
 # C0 controls and DEL, except TAB: a bare CR, a NUL or an escape sequence in a
 # line is rejected rather than stored in a job and replayed to a terminal.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# What may not appear in a read whose lines all pass unchecked: controls other
+# than TAB, LF and CR (a CR must be part of a CRLF, checked apart).
+_UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f])
 _JOB_ID = re.compile(rb"[0-9]{1,18}")
 
 
@@ -48,18 +51,31 @@ def err(code, text):
     return b"ERR %s %s\n" % (code.encode(), text.encode())
 
 
-def parse_request(line):
+def chunk_is_plain(data):
+    """True when every line in ``data`` is printable ASCII (TAB, CRLF allowed).
+
+    One pass over a whole read lets the broker skip the per-line checks of
+    parse_request for the common case.
+    """
+    return (data.isascii()
+            and len(data.translate(None, _UNPLAIN_BYTES)) == len(data)     # C speed, no regex
+            and (b"\r" not in data or data.count(b"\r") == data.count(b"\r\n")))
+
+
+def parse_request(line, checked=False):
     """Split a line into command word and argument; raise RequestError if unusable.
 
     The command word is case-insensitive; the argument is the rest of the
     line with surrounding whitespace removed (inner whitespace is kept).
+    ``checked``: the line is known to be plain (see chunk_is_plain).
     """
-    if _CONTROL.search(line):
-        raise RequestError("BAD_CHAR", "line contains a control character")
-    try:
-        line.decode()
-    except UnicodeDecodeError:
-        raise RequestError("BAD_ENCODING", "line is not valid UTF-8") from None
+    if not checked:
+        if _CONTROL.search(line):
+            raise RequestError("BAD_CHAR", "line contains a control character")
+        try:
+            line.decode()
+        except UnicodeDecodeError:
+            raise RequestError("BAD_ENCODING", "line is not valid UTF-8") from None
     parts = line.split(None, 1)
     if not parts:
         raise RequestError("EMPTY_LINE", "empty line")
