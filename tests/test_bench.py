@@ -1,0 +1,252 @@
+"""Smoke tests of the benchmark tool's pieces (tools/bench): the /proc readers,
+the protocol adapters, the load generator against our broker for tiny counts,
+report rendering and target verdicts. Nothing here times anything or asserts a
+duration: benchmarks are numbers in BENCHMARKS.md, not tests."""
+
+import os
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+
+from tools.bench import loadgen, procstat, report
+from tools.bench.loadgen import Load
+from tools.bench.protocols import PAYLOAD, Beanstalk, ProtocolError, Workq
+from tools.bench.scenarios import Bench, Config, Row, percentiles
+from tools.bench.servers import Beanstalkd, OurBroker, _which_beanstalkd
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT = 60     # hang guard only
+
+
+# -- /proc -----------------------------------------------------------------------------
+
+def test_cpu_seconds_counts_this_process_and_grows():
+    before = procstat.cpu_seconds(os.getpid())
+    start = procstat.own_cpu_seconds()
+    while procstat.own_cpu_seconds() < start + 0.05:      # burn 50 ms of CPU
+        pass
+    assert procstat.cpu_seconds(os.getpid()) - before >= 0.03
+
+
+def test_cpu_seconds_of_a_process_whose_name_has_spaces_and_parens(tmp_path):
+    # comm is field 2 of /proc/PID/stat, in parentheses: the parser must skip it whole.
+    link = tmp_path / "py (x) y"
+    link.symlink_to(sys.executable)
+    child = subprocess.Popen([str(link), "-c", "print('ready', flush=True); import time; time.sleep(30)"],
+                             stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        with open(f"/proc/{child.pid}/stat", "rb") as stat:
+            assert b"(py (x) y)" in stat.read()
+        assert procstat.cpu_seconds(child.pid) >= 0
+        assert procstat.rss_bytes(child.pid) > 1_000_000
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def test_rss_and_machine_info():
+    assert procstat.rss_bytes(os.getpid()) > 1_000_000
+    info = procstat.machine_info()
+    assert info["cores"] >= 1 and info["cpu"] and info["python"]
+    assert len(procstat.load_average()) == 3
+
+
+# -- protocol adapters ---------------------------------------------------------------------
+
+def test_workq_adapter():
+    assert Workq.submit() == b"JOB " + PAYLOAD + b"\n"
+    assert Workq.parse_fetch(b"JOB 12 some") is None
+    assert Workq.parse_fetch(b"JOB 12 some text\nOK\n") == (len(b"JOB 12 some text\n"), 12)
+    assert Workq.parse_fetch(b"NOJOB\n") == (6, 0)
+    with pytest.raises(ProtocolError):
+        Workq.parse_fetch(b"ERR BAD_ARGUMENT x\n")
+    assert Workq.parse_stats(b"STATS waiting=1 running=0 completed=0 clients=3 workers=2\n") == 5
+
+
+def test_beanstalk_adapter():
+    assert Beanstalk.submit(b"abc") == b"put 0 0 60 3\r\nabc\r\n"
+    reply = b"RESERVED 7 3\r\nabc\r\n"
+    assert Beanstalk.parse_fetch(reply[:-3]) is None          # body not complete yet
+    assert Beanstalk.parse_fetch(reply + b"DELETED\r\n") == (len(reply), 7)
+    assert Beanstalk.parse_fetch(b"TIMED_OUT\r\n") == (11, 0)
+    body = b"current-jobs-ready: 0\ncurrent-connections: 4\n"
+    stats = b"OK %d\r\n%s\r\n" % (len(body), body)
+    assert Beanstalk.parse_stats(stats[:10]) is None
+    assert Beanstalk.parse_stats(stats) == 4
+
+
+# -- the load generator against our broker --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def broker():
+    server = OurBroker("select", ["--max-waiting", "100000"]).start()
+    yield server
+    assert server.stop() == 0            # SIGINT: a clean exit
+
+
+def test_closed_loop_and_pipelined_submit(broker):
+    socks = loadgen.connect(broker.client, 3)
+    try:
+        load = loadgen.closed_loop(socks, Workq.submit(), Workq.submit_ok, 60, 30)
+        assert (load.ops, load.errors) == (60, 0), load
+        assert len(load.latencies) == 60 and min(load.latencies) > 0
+        load = loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 10, 2, 200, 30)
+        assert (load.ops, load.errors) == (200, 0), load
+        assert len(load.latencies) == 20        # one per batch of 10
+    finally:
+        loadgen.close_all(socks)
+
+
+def test_errors_are_counted_not_hidden(broker):
+    socks = loadgen.connect(broker.client, 1)
+    try:
+        load = loadgen.pipelined(socks, b"JOB\n", Workq.submit_ok, 5, 1, 10, 30)
+    finally:
+        loadgen.close_all(socks)
+    assert load.ops == 0 and load.errors == 10 and "EMPTY_JOB" in load.first_error
+
+
+def test_cycle_drains_the_queue_and_stops(broker):
+    socks = loadgen.connect(broker.client, 1)
+    try:
+        loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 10, 1, 30, 30)
+    finally:
+        loadgen.close_all(socks)
+    workers = loadgen.connect(broker.worker, 4)
+    try:
+        load = loadgen.cycle(workers, Workq, 10_000, 30)
+    finally:
+        loadgen.close_all(workers)
+    assert load.errors == 0 and load.ops >= 30, load      # everything waiting, ours included
+
+
+def test_dispatch_latency_samples(broker):
+    client, = loadgen.connect(broker.client, 1)
+    worker, = loadgen.connect(broker.worker, 1)
+    try:
+        drain = loadgen.cycle([worker], Workq, 10_000, 30)        # start from an empty queue
+        assert drain.errors == 0
+        load = loadgen.dispatch_waiting(client, worker, Workq, 3, settle=0.001)
+        assert (load.ops, load.errors) == (3, 0), load
+        polled = loadgen.dispatch_polling(client, worker, Workq, 1, interval=0.05)
+        assert (polled.ops, polled.errors) == (1, 0), polled
+        assert polled.latencies[0] > 0
+    finally:
+        loadgen.close_all([client, worker])
+
+
+def test_split_over_processes_reads_broker_cpu_around_the_run(broker):
+    marks = []
+    load = loadgen.run_split(
+        broker.client, 4, 2, loadgen.closed_loop,
+        (Workq.submit(), Workq.submit_ok, 25, 30),
+        lambda: marks.append(procstat.cpu_seconds(broker.pid)),
+        lambda: marks.append(procstat.cpu_seconds(broker.pid)), 30)
+    assert (load.ops, load.errors) == (50, 0), load
+    assert len(marks) == 2 and marks[1] >= marks[0]
+
+
+def test_idle_connections_are_counted_by_the_broker(broker):
+    bench = Bench(Config.quick(), ["select"])
+    row = Row("scaling", "20", "select")
+    try:
+        held = bench.hold_idle(broker, 20, row)
+        assert len(held) == 20 and row.extra["idle_counted"] >= 21 and not row.note
+        loadgen.close_all(held)
+    finally:
+        bench.close()
+
+
+@pytest.mark.skipif(_which_beanstalkd() is None, reason="beanstalkd is not installed here")
+def test_same_generator_drives_beanstalkd():
+    with Beanstalkd(_which_beanstalkd()).start() as server:
+        socks = loadgen.connect(server.client, 2)
+        try:
+            load = loadgen.closed_loop(socks, Beanstalk.submit(), Beanstalk.submit_ok, 20, 30)
+            assert (load.ops, load.errors) == (20, 0), load
+            cycled = loadgen.cycle(socks, Beanstalk, 100, 30)
+            assert (cycled.ops, cycled.errors) == (20, 0), cycled
+        finally:
+            loadgen.close_all(socks)
+
+
+# -- report ------------------------------------------------------------------------------
+
+def _row(scenario, label, broker, ops, elapsed, cpu, **extra):
+    row = Row(scenario, label, broker, extra=extra)
+    return row.fill(Load(ops, 0, array("d", [0.001, 0.002, 0.003]), elapsed, 0.5), cpu)
+
+
+def _rows():
+    return [
+        _row("closed", "16", "beanstalkd", 100_000, 2.0, 1.0, connections=16),
+        _row("closed", "16", "select", 100_000, 2.0, 0.9, connections=16),       # 0.9x: reached
+        _row("cycle", "16", "beanstalkd", 50_000, 2.0, 1.0),
+        _row("cycle", "16", "select", 50_000, 2.0, 1.0),                           # 1.0x: missed
+        _row("pipelined", "100", "beanstalkd", 200_000, 1.0, 1.0),
+        _row("pipelined", "100", "select", 700_000, 1.0, 1.0),                     # 0.29x, 700k/s
+    ]
+
+
+def test_target_verdicts():
+    verdicts = {target: verdict for target, _, _, verdict in report.evaluate_targets(_rows())}
+    assert verdicts["CPU per submitted job ≤ 1.0× beanstalkd (closed loop, 16 clients)"] == "**reached**"
+    assert verdicts["CPU per FETCH + DONE cycle ≤ 0.8× beanstalkd"] == "**missed**"
+    assert verdicts["pipelined submit ≥ 600,000 jobs/s at ≤ 0.35× beanstalkd CPU per job"] == "**reached**"
+    assert verdicts["1,000,000 waiting jobs in ≤ 250 MB RSS"] == "not measured"
+
+
+def test_render_has_tables_machine_command_and_ratios():
+    meta = {"date": "2025-01-01 00:00 UTC", "command": "python3 -m tools.bench --quick",
+            "quick": True, "machine": procstat.machine_info(), "beanstalkd_version": "1.12",
+            "beanstalkd_message": "found", "load_before": "0.1 / 0.1 / 0.1",
+            "load_after": "0.2 / 0.2 / 0.2", "elapsed": 1.0,
+            "params": {"duration": 3, "batch": 100, "depth": 4, "jobs": 1000, "prefill": 10,
+                       "workers": 16, "samples": 5, "interval": 0.5, "polls": 2}}
+    failed = Row("closed", "256", "threads", note="failed; OSError: too many")
+    text = report.render(_rows() + [failed], meta)
+    assert "python3 -m tools.bench --quick" in text and "beanstalkd 1.12" in text
+    assert "## Submit, closed loop" in text and "## Job cycle" in text
+    assert "| 16 | select | 50,000 | 1.00× | 2.000 | 3.000 | 9.00 | 0.90× |" in text
+    assert "failed; OSError: too many" in text
+    assert "2 of 3 measured targets reached" in text
+
+
+def test_percentiles():
+    assert percentiles([]) == (None, None)
+    assert percentiles([3.0, 1.0, 2.0]) == (2.0, 3.0)
+
+
+def test_plots_or_a_clear_message(tmp_path):
+    plots, message = report.plot(_rows(), tmp_path, ["beanstalkd", "select"])
+    if message:
+        assert "matplotlib" in message and not plots
+    else:
+        assert plots and all(Path(path).stat().st_size > 1000 for _, path in plots)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def test_quick_run_writes_a_report(tmp_path):
+    output = tmp_path / "BENCH.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--quick", "--no-install", "--brokers", "select",
+         "--scenarios", "closed,cycle", "--duration", "0.1", "--output", str(output),
+         "--plots-dir", str(tmp_path / "plots")],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    text = output.read_text()
+    assert "## Submit, closed loop" in text and "## Job cycle" in text
+    assert "| 4 | select |" in text and "failed" not in text, text
+    assert "not measured" in text      # no beanstalkd: no ratios, no verdicts
+
+
+def test_help():
+    result = subprocess.run([sys.executable, "-m", "tools.bench", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0 and "--profile" in result.stdout and "--quick" in result.stdout

@@ -1,0 +1,148 @@
+"""Command line of ``python3 -m tools.bench``."""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import loadgen, procstat, profiling, report
+from .scenarios import ALIASES, SCENARIOS, Bench, Config
+from .servers import ALL_BROKERS, ROOT, beanstalkd_version, find_beanstalkd
+
+EPILOG = """\
+scenarios: closed (submit, closed loop: 1, 16, 256 clients), pipelined (batches
+of 100 per write; the same run gives the memory table, 1,000,000 waiting jobs),
+cycle (FETCH + DONE), dispatch (long-poll and polling latency), scaling (cycle
+with 100 / 1,000 / 10,000 idle connections), durable (sqlite store vs beanstalkd
+-b -f 0). Every run is bounded in count and time, on 127.0.0.1 only.
+
+examples:
+  python3 -m tools.bench                      the full run (a few minutes)
+  python3 -m tools.bench --profile            ... plus the select broker's profile
+  python3 -m tools.bench --quick --output /tmp/b.md --plots-dir /tmp/plots
+  python3 -m tools.bench --scenarios cycle,dispatch --brokers select,beanstalkd
+"""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tools.bench",
+        description="Benchmark the workq brokers (select, threads) against beanstalkd on this "
+                    "machine with one load generator; writes BENCHMARKS.md and PNG plots.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny counts and short runs (a smoke test; numbers mean nothing)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run the select broker under cProfile (pipelined submit, job "
+                             "cycle) and put its top functions in the report")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; "
+                             "memory is part of pipelined)")
+    parser.add_argument("--brokers", default=",".join(ALL_BROKERS),
+                        help=f"comma-separated subset of {','.join(ALL_BROKERS)} (default: all)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds of each time-bounded run (default 3, --quick 0.3)")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
+                        help="the report to write (default: BENCHMARKS.md in the checkout)")
+    parser.add_argument("--plots-dir", default=str(ROOT / "benchmarks"),
+                        help="where the PNG plots go (default: benchmarks/ in the checkout)")
+    parser.add_argument("--no-install", action="store_true",
+                        help="do not apt-get install beanstalkd when it is missing")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for the 1-minute load average to drop "
+                             "below --quiet-load (default: do not wait)")
+    parser.add_argument("--quiet-load", type=float, default=1.0,
+                        help="load average counted as quiet (default 1.0)")
+    args = parser.parse_args(argv)
+    args.scenario_list = _choose(args.scenarios, SCENARIOS, ALIASES, parser, "scenario")
+    args.broker_list = _choose(args.brokers, ALL_BROKERS, {}, parser, "broker")
+    if args.duration is not None and not 0 < args.duration <= 60:
+        parser.error("--duration must be between 0 and 60 seconds")
+    return args
+
+
+def _choose(text, known, aliases, parser, what):
+    chosen = []
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        name = aliases.get(name, name)
+        if name not in known:
+            parser.error(f"unknown {what} {name!r}; choose from {', '.join(known)}")
+        if name not in chosen:
+            chosen.append(name)
+    return [name for name in known if name in chosen]      # a fixed order
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    config = Config.quick() if args.quick else Config.full()
+    if args.duration is not None:
+        config.duration = args.duration
+    started = time.monotonic()
+    # Brokers inherit it: beanstalkd, too, must be able to hold 10,000 idle connections.
+    loadgen.raise_nofile(1 << 20)
+    if args.wait_quiet > 0:
+        procstat.wait_for_quiet(args.wait_quiet, args.quiet_load, log)
+    load_before = procstat.load_average()
+
+    path, message, version = None, "not requested", None
+    if "beanstalkd" in args.broker_list:
+        path, message = find_beanstalkd(install=not args.no_install, report=log)
+        log(f"bench: {message}")
+        version = beanstalkd_version(path) if path else None
+    brokers = [b for b in args.broker_list if b != "beanstalkd" or path]
+
+    bench = Bench(config, brokers, path, log)
+    log(f"bench: brokers {', '.join(brokers)}; scenarios {', '.join(args.scenario_list)}"
+        f"{' (quick)' if args.quick else ''}")
+    profiles = None
+    try:
+        for scenario in args.scenario_list:
+            log(f"bench: {scenario}")
+            getattr(bench, scenario)()
+        if args.profile:
+            log("bench: profile of the select broker")
+            profiles = profiling.run(config, log)
+    except KeyboardInterrupt:
+        log("bench: interrupted; writing what was measured")
+    finally:
+        bench.close()
+
+    output = Path(args.output)
+    plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers)
+    if plot_message:
+        log(f"bench: {plot_message}")
+    plot_links = [(title, report.relative(p, output.resolve().parent)) for title, p in plots]
+    command = "python3 -m tools.bench" + "".join(" " + shlex.quote(a) for a in argv)
+    if os.environ.get("TOX_ENV_NAME"):
+        command += f"      (run by tox -e {os.environ['TOX_ENV_NAME']})"
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "quick": args.quick,
+        "machine": procstat.machine_info(),
+        "beanstalkd_version": version,
+        "beanstalkd_message": message,
+        "load_before": " / ".join(f"{x:.2f}" for x in load_before),
+        "load_after": " / ".join(f"{x:.2f}" for x in procstat.load_average()),
+        "elapsed": time.monotonic() - started,
+        "params": {"duration": config.duration, "batch": config.batch, "depth": config.depth,
+                   "jobs": config.pipelined_jobs, "prefill": config.cycle_prefill,
+                   "workers": config.cycle_workers, "samples": config.dispatch_samples,
+                   "interval": config.polling_interval, "polls": config.polling_samples},
+    }
+    targets = report.evaluate_targets(bench.rows)
+    text = report.render(bench.rows, meta, targets, profiles, plot_links, plot_message)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    log(f"bench: wrote {output}" + "".join(f", {p}" for _, p in plots))
+    for target, measured, theirs, verdict in targets:
+        log(f"  {verdict.strip('*'):12} {target}: {measured}")
+    return 0

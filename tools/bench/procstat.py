@@ -1,0 +1,104 @@
+"""What /proc says about a process and about this machine.
+
+The broker's CPU time is read from ``/proc/PID/stat`` (utime + stime, every
+thread of the process included), before and after a measured run, so the
+load generator's own cost never counts.
+"""
+
+import os
+import platform
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        data = stat.read()
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    return data[data.rindex(b")") + 2:].split()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS     # utime, stime: fields 14, 15
+
+
+def snapshot(pid):
+    """(CPU seconds, minor page faults) of process ``pid`` so far."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[7])   # minflt: field 10
+
+
+def status_field(pid, name):
+    """A ``Name:  value kB`` line of /proc/PID/status, in bytes (None when absent)."""
+    prefix = name.encode() + b":"
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(prefix):
+                parts = line.split()
+                value = int(parts[1])
+                return value * 1024 if len(parts) > 2 and parts[2] == b"kB" else value
+    return None
+
+
+def rss_bytes(pid):
+    """Resident set size (VmRSS) of process ``pid``, in bytes."""
+    return status_field(pid, "VmRSS")
+
+
+def thread_count(pid):
+    return status_field(pid, "Threads")
+
+
+def own_cpu_seconds():
+    """CPU time of this process (user + system)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def load_average():
+    return os.getloadavg()
+
+
+def machine_info():
+    """CPU model, cores, RAM, kernel: for the report's header."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    ram = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_bytes": ram,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def wait_for_quiet(max_wait, threshold, report=print, poll=10.0):
+    """Wait up to ``max_wait`` seconds for the 1-minute load average to drop
+    below ``threshold``; returns the load average when it stops waiting."""
+    deadline = time.monotonic() + max_wait
+    load = load_average()[0]
+    while load >= threshold and time.monotonic() < deadline:
+        report(f"bench: load average {load:.2f} >= {threshold:g}; waiting for a quieter machine "
+               f"({deadline - time.monotonic():.0f} s left)")
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        load = load_average()[0]
+    return load

@@ -1,0 +1,422 @@
+"""BENCHMARKS.md and the PNG plots, from the measured rows."""
+
+import os
+from pathlib import Path
+
+MB = 1_000_000          # RSS in MB of 10^6 bytes, as the target says "250 MB"
+
+TARGETS_INTRO = (
+    "Targets of issue 6, for the select broker, as ratios to beanstalkd measured in this "
+    "same run. CPU means the broker process's own CPU time (utime + stime from "
+    "`/proc/PID/stat`, all threads), read before and after each run.")
+
+
+def fmt_rate(value):
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def fmt_ms(seconds):
+    if seconds is None:
+        return "–"
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def fmt_us(seconds):
+    return "–" if seconds is None else f"{seconds * 1e6:.2f}"
+
+
+def fmt_ratio(value):
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def fmt_faults(value):
+    return "–" if value is None else f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+
+
+def fmt_pct(value):
+    return "–" if value is None else f"{value * 100:.0f} %"
+
+
+def fmt_mb(value):
+    return "–" if value is None else f"{value / MB:,.1f}"
+
+
+def ratio(value, base):
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def find(rows, scenario, broker, **extra):
+    for row in rows:
+        if row.scenario == scenario and row.broker == broker and all(
+                row.extra.get(key) == value for key, value in extra.items()):
+            return row
+    return None
+
+
+def base_row(rows, row):
+    """The beanstalkd row of the same scenario and run as ``row``."""
+    for other in rows:
+        if other.scenario == row.scenario and other.broker == "beanstalkd" and other.label == row.label:
+            return other
+    return None
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header, body):
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
+    for cells in body:
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _ok_rows(row):
+    return row is not None and row.ok
+
+
+# -- targets -------------------------------------------------------------------------
+
+def evaluate_targets(rows):
+    """[(target, select measured, beanstalkd, verdict)]; verdict: reached / missed / not measured."""
+    results = []
+
+    def verdict(condition):
+        return "**reached**" if condition else "**missed**"
+
+    def cpu_target(text, scenario, limit, **extra):
+        ours, theirs = find(rows, scenario, "select", **extra), find(rows, scenario, "beanstalkd", **extra)
+        if not (_ok_rows(ours) and _ok_rows(theirs)):
+            return results.append((text, "not measured", "", "not measured"))
+        r = ratio(ours.cpu_per_op, theirs.cpu_per_op)
+        results.append((text, f"{fmt_us(ours.cpu_per_op)} µs/job = {fmt_ratio(r)}",
+                        f"{fmt_us(theirs.cpu_per_op)} µs/job", verdict(r <= limit)))
+
+    cpu_target("CPU per submitted job ≤ 1.0× beanstalkd (closed loop, 16 clients)",
+               "closed", 1.0, connections=16)
+    cpu_target("CPU per FETCH + DONE cycle ≤ 0.8× beanstalkd", "cycle", 0.8)
+
+    text = "pipelined submit ≥ 600,000 jobs/s at ≤ 0.35× beanstalkd CPU per job"
+    ours, theirs = find(rows, "pipelined", "select"), find(rows, "pipelined", "beanstalkd")
+    if _ok_rows(ours) and _ok_rows(theirs):
+        r = ratio(ours.cpu_per_op, theirs.cpu_per_op)
+        results.append((text, f"{fmt_rate(ours.throughput)} jobs/s, {fmt_us(ours.cpu_per_op)} µs/job "
+                              f"= {fmt_ratio(r)}",
+                        f"{fmt_rate(theirs.throughput)} jobs/s, {fmt_us(theirs.cpu_per_op)} µs/job",
+                        verdict(ours.throughput >= 600_000 and r <= 0.35)))
+    else:
+        results.append((text, "not measured", "", "not measured"))
+
+    text = "dispatch latency p50 ≤ 1 ms with long-poll"
+    ours = find(rows, "dispatch", "select")
+    theirs = find(rows, "dispatch", "beanstalkd")
+    polling = next((r for r in rows if r.scenario == "dispatch" and r.broker == "select"
+                    and r.label.startswith("polling")), None)
+    if _ok_rows(ours):
+        extra = f"; polling: p50 {fmt_ms(polling.p50)} ms" if _ok_rows(polling) else ""
+        results.append((text, f"p50 {fmt_ms(ours.p50)} ms{extra}",
+                        f"p50 {fmt_ms(theirs.p50)} ms (reserve)" if _ok_rows(theirs) else "",
+                        verdict(ours.p50 <= 0.001)))
+    else:
+        results.append((text, "not measured", "", "not measured"))
+
+    text = "10,000 idle connections cost < 10 % of cycle throughput"
+    zero, loaded = find(rows, "scaling", "select", idle=0), find(rows, "scaling", "select", idle=10_000)
+    if _ok_rows(zero) and _ok_rows(loaded) and loaded.extra.get("idle_open") == 10_000:
+        drop = 1 - loaded.throughput / zero.throughput
+        b0, b1 = find(rows, "scaling", "beanstalkd", idle=0), find(rows, "scaling", "beanstalkd", idle=10_000)
+        their = (f"{fmt_rate(b0.throughput)} → {fmt_rate(b1.throughput)} cycles/s"
+                 if _ok_rows(b0) and _ok_rows(b1) else "")
+        cost = f"{drop * 100:.1f} % lower" if drop > 0 else f"{-drop * 100:.1f} % higher (noise)"
+        results.append((text, f"{fmt_rate(zero.throughput)} → {fmt_rate(loaded.throughput)} cycles/s "
+                              f"with 10,000 idle: {cost}; CPU/cycle {fmt_us(zero.cpu_per_op)} → "
+                              f"{fmt_us(loaded.cpu_per_op)} µs",
+                        their, verdict(drop < 0.10)))
+    else:
+        results.append((text, "not measured", "", "not measured"))
+
+    text = "1,000,000 waiting jobs in ≤ 250 MB RSS"
+    ours, theirs = find(rows, "memory", "select"), find(rows, "memory", "beanstalkd")
+    if _ok_rows(ours) and ours.extra.get("waiting", 0) >= 1_000_000:
+        rss = ours.extra["rss_after"]
+        their = f"{fmt_mb(theirs.extra.get('rss_after'))} MB" if _ok_rows(theirs) else ""
+        results.append((text, f"{fmt_mb(rss)} MB", their, verdict(rss <= 250 * MB)))
+    else:
+        results.append((text, "not measured", "", "not measured"))
+
+    text = "durable submit ≥ 2× beanstalkd's fsync-always throughput (16 clients)"
+    ours = find(rows, "durable", "select", connections=16)
+    theirs = find(rows, "durable", "beanstalkd", connections=16)
+    if _ok_rows(ours) and _ok_rows(theirs):
+        r = ratio(ours.throughput, theirs.throughput)
+        results.append((text, f"{fmt_rate(ours.throughput)} jobs/s = {fmt_ratio(r)}",
+                        f"{fmt_rate(theirs.throughput)} jobs/s", verdict(r >= 2.0)))
+    else:
+        results.append((text, "not measured", "", "not measured"))
+    return results
+
+
+# -- scenario tables -------------------------------------------------------------------
+
+def _throughput_table(rows, scenario, first, unit):
+    body = []
+    for row in [r for r in rows if r.scenario == scenario]:
+        base = base_row(rows, row)
+        if not row.ok:
+            body.append([row.label, row.broker, "–", "", "–", "–", "–", "", "", "", "", row.note])
+            continue
+        has_base = _ok_rows(base)
+        body.append([
+            row.label, row.broker,
+            fmt_rate(row.throughput),
+            fmt_ratio(ratio(row.throughput, base.throughput)) if has_base else "–",
+            fmt_ms(row.p50), fmt_ms(row.p99),
+            fmt_us(row.cpu_per_op),
+            fmt_ratio(ratio(row.cpu_per_op, base.cpu_per_op)) if has_base else "–",
+            fmt_pct(row.broker_util), fmt_pct(row.gen_util), fmt_faults(row.faults_per_op),
+            row.note])
+    header = [first, "broker", f"{unit}/s", "× beanstalkd", "p50 ms", "p99 ms",
+              f"CPU µs/{unit}", "× beanstalkd", "broker CPU", "generator CPU",
+              f"page faults/{unit}", "notes"]
+    return table(header, body)
+
+
+def _scaling_table(rows):
+    body = []
+    for row in [r for r in rows if r.scenario == "scaling"]:
+        if not row.ok:
+            body.append([row.label, row.broker] + ["–"] * 7 + [row.note])
+            continue
+        base = base_row(rows, row)
+        zero = find(rows, "scaling", row.broker, idle=0)
+        vs_zero = ratio(row.throughput, zero.throughput) if _ok_rows(zero) else None
+        threads = row.extra.get("threads")
+        note = row.note
+        if threads:
+            note = "; ".join(filter(None, [f"{threads:,} threads", note]))
+        body.append([
+            row.label, row.broker, fmt_rate(row.throughput), fmt_ratio(vs_zero),
+            fmt_ratio(ratio(row.throughput, base.throughput)) if _ok_rows(base) else "–",
+            fmt_ms(row.p50), fmt_ms(row.p99), fmt_us(row.cpu_per_op),
+            fmt_mb(row.extra.get("rss")), note])
+    return table(["idle connections", "broker", "cycles/s", "vs 0 idle", "× beanstalkd", "p50 ms",
+                  "p99 ms", "CPU µs/cycle", "RSS MB", "notes"], body)
+
+
+def _dispatch_table(rows):
+    body = []
+    for row in [r for r in rows if r.scenario == "dispatch"]:
+        if not row.ok:
+            body.append([row.label, row.broker, "–", "–", "–", "–", row.note])
+            continue
+        body.append([row.label, row.broker, row.ops, fmt_ms(row.p50), fmt_ms(row.p99),
+                     fmt_ms(row.extra.get("mean")), row.note])
+    return table(["waiting worker", "broker", "samples", "p50 ms", "p99 ms", "mean ms", "notes"],
+                 body)
+
+
+def _memory_table(rows):
+    body = []
+    for row in [r for r in rows if r.scenario == "memory"]:
+        if not row.ok:
+            body.append([row.broker, "–", "–", "–", "–", "–", row.note])
+            continue
+        before, after = row.extra.get("rss_before"), row.extra.get("rss_after")
+        base = base_row(rows, row)
+        per_job = (after - before) / row.ops if after is not None and before is not None else None
+        body.append([row.broker, f"{row.ops:,}", fmt_mb(before), fmt_mb(after),
+                     "–" if per_job is None else f"{per_job:.0f}",
+                     fmt_ratio(ratio(after, base.extra.get("rss_after"))) if _ok_rows(base) else "–",
+                     row.note])
+    return table(["broker", "waiting jobs", "RSS idle MB", "RSS with jobs MB", "bytes/job",
+                  "RSS × beanstalkd", "notes"], body)
+
+
+# -- the document ------------------------------------------------------------------------
+
+def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None):
+    targets = evaluate_targets(rows) if targets is None else targets
+    out = []
+    add = out.append
+    add("# Benchmarks: workq brokers against beanstalkd\n")
+    add("<!-- Generated by `python3 -m tools.bench`; do not edit by hand, run it again. -->\n")
+    add(f"Generated {meta['date']} by\n\n    {meta['command']}\n")
+    if meta.get("quick"):
+        add("**This is a `--quick` run (tiny counts): its numbers are not meaningful.**\n")
+    add("## Machine and run\n")
+    machine = meta["machine"]
+    ram = machine.get("ram_bytes")
+    add(f"- CPU: {machine['cpu']}, {machine['cores']} cores; RAM "
+        f"{'?' if ram is None else f'{ram / 2**30:.1f} GiB'}; Linux {machine['kernel']}")
+    add(f"- Python {machine['python']}; beanstalkd {meta.get('beanstalkd_version') or 'not available'}"
+        f" ({meta.get('beanstalkd_message', '')})")
+    add(f"- Load average (1/5/15 min) at the start: {meta['load_before']}; at the end: "
+        f"{meta['load_after']}. Other engineers run tests on this machine at the same time, "
+        "so absolute numbers are noisy; ratios come from runs taken minutes apart, "
+        "brokers taking turns within each scenario.")
+    add(f"- Wall time of the whole run: {meta['elapsed']:.0f} s.")
+    add("")
+    add("**What is fair to compare.** The machine has 2 cores. The load generator "
+        "(`tools/bench/loadgen.py`: Python, one `epoll` loop, pipelining where the scenario "
+        "allows, two processes for the 256-connection closed loop) needs a core of its own, "
+        "so a broker faster than it is never saturated and its throughput says more about the "
+        "generator than about the broker. The broker's own CPU time per job (read from "
+        "`/proc/PID/stat` before and after each run, so the generator's cost never counts) "
+        "is the fair comparison; the `broker CPU` and `generator CPU` columns (share of one "
+        "core during the run) show who was the bottleneck. On loopback, TCP work for a "
+        "segment is charged to the process that sends it, for every broker alike. "
+        "`page faults` counts the broker's minor page faults during the run (`minflt` of "
+        "`/proc/PID/stat`): memory it maps and touches afresh, each fault costing kernel "
+        "CPU time. Every run starts a fresh broker: no warm-up, as a broker meets its first "
+        "clients.\n")
+
+    add("## Targets (select broker)\n")
+    add(TARGETS_INTRO + "\n")
+    add(table(["target", "select broker", "beanstalkd", "verdict"], targets))
+    add("")
+    reached = sum(1 for t in targets if "reached" in t[3])
+    measured = sum(1 for t in targets if t[3] != "not measured")
+    add(f"{reached} of {measured} measured targets reached.\n")
+
+    sections = [
+        ("closed", "Submit, closed loop",
+         "Each client connection keeps one request in flight (`JOB <25 bytes>` → `ID n`; "
+         "beanstalkd `put 0 0 60 25` → `INSERTED n`) for {duration:g} s. Latency: request "
+         "written to reply read.", "clients", "job"),
+        ("pipelined", "Submit, pipelined",
+         "One connection writes batches of {batch} requests per `send`, {depth} batches in "
+         "flight, {jobs:,} jobs in all. Latency: per batch, written to its last reply.",
+         "lines per write", "job"),
+        ("cycle", "Job cycle: FETCH + DONE",
+         "Queue prefilled with {prefill:,} jobs (not measured); {workers} worker connections "
+         "each loop `FETCH` → `JOB`, `DONE n` → `OK` (beanstalkd: `reserve-with-timeout 0` → "
+         "`RESERVED`, `delete n` → `DELETED`) for {duration:g} s. Latency: fetch written to "
+         "done acknowledged (two round trips). One op = one cycle.", "workers", "cycle"),
+    ]
+    for scenario, title, text, first, unit in sections:
+        if not any(r.scenario == scenario for r in rows):
+            continue
+        add(f"## {title}\n")
+        add(text.format(**meta["params"]) + "\n")
+        add(_throughput_table(rows, scenario, first, unit) + "\n")
+
+    if any(r.scenario == "dispatch" for r in rows):
+        add("## Dispatch latency\n")
+        add("An idle worker waits for a job (ours: `FETCH 30`, long-poll; beanstalkd: "
+            "`reserve`), then a client submits one; latency is from the submission written "
+            "to the job read by the worker. {samples} samples, a few ms apart. For contrast, "
+            "ours with plain `FETCH` polling every {interval:g} s, the job submitted at a "
+            "random moment between polls ({polls} samples).\n".format(**meta["params"]))
+        add(_dispatch_table(rows) + "\n")
+
+    if any(r.scenario == "scaling" for r in rows):
+        add("## Connection scaling\n")
+        add("The job cycle above, with idle client connections held open during the run "
+            "(opened first; the broker's `STATS` / `stats` must count them all before the run "
+            "starts). The generator raises its RLIMIT_NOFILE; the brokers get the same limit "
+            "(our brokers raise theirs to the hard limit).\n")
+        add(_scaling_table(rows) + "\n")
+
+    if any(r.scenario == "memory" for r in rows):
+        add("## Memory\n")
+        add("Broker RSS (`VmRSS` from `/proc/PID/status`) with the pipelined run's jobs all "
+            "waiting (25-byte texts; ours run with `--max-waiting 2000000`). MB = 10^6 bytes.\n")
+        add(_memory_table(rows) + "\n")
+
+    if any(r.scenario == "durable" for r in rows):
+        add("## Durable store\n")
+        add("Closed-loop submission as above for {duration:g} s, ours with "
+            "`--store sqlite:PATH` (an ID is sent only after its job is committed; group "
+            "commit), beanstalkd with `-b DIR -f 0` (binlog, fsync on every write); both in a "
+            "temporary directory on the same disk.\n".format(**meta["params"]))
+        add(_throughput_table(rows, "durable", "clients", "job") + "\n")
+
+    if plots or plot_message:
+        add("## Plots\n")
+        for title, path in plots:
+            add(f"![{title}]({path})\n")
+        if plot_message:
+            add(plot_message + "\n")
+
+    if profiles:
+        add("## Profile of the select broker\n")
+        add("`python3 -m tools.bench --profile` runs the select broker under cProfile "
+            "(`python3 -m cProfile -o FILE -m impl_select.broker ...`, stopped with SIGINT so "
+            "the profile is written) for two scenarios. Profiling slows the broker several "
+            "times over: these runs show where the time goes, not how fast it is. cProfile "
+            "measures wall time, so `epoll.poll` includes the time the broker waited for the "
+            "load generator; `send` on loopback includes the kernel's TCP work for the "
+            "segment, up to queueing it at the receiver.\n")
+        for profile in profiles:
+            add(f"### {profile['title']}\n")
+            add(profile["summary"] + "\n")
+            if profile.get("tottime"):
+                add("Top functions by own time (tottime):\n")
+                add(profile["tottime"] + "\n")
+                add("Top functions by cumulative time:\n")
+                add(profile["cumtime"] + "\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+def plot(rows, directory, brokers):
+    """Write the PNGs; returns ([(title, path)], message or None)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], ("No plots: matplotlib is not installed (`python3 -m pip install matplotlib`, "
+                    "or run `tox -e bench`, whose environment has it).")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    charts = [
+        ("closed", "connections", "submit_vs_connections.png",
+         "Submit, closed loop: throughput against client connections", "client connections",
+         "jobs/s", "CPU µs per job (broker)"),
+        ("scaling", "idle", "cycle_vs_idle_connections.png",
+         "Job cycle (16 workers): throughput against idle connections held open",
+         "idle connections", "cycles/s", "CPU µs per cycle (broker)"),
+        ("durable", "connections", "durable_vs_connections.png",
+         "Durable submit: throughput against client connections", "client connections",
+         "jobs/s", "CPU µs per job (broker)"),
+    ]
+    for scenario, key, name, title, xlabel, ylabel, cpu_label in charts:
+        chosen = [r for r in rows if r.scenario == scenario and r.ok]
+        if not chosen:
+            continue
+        levels = sorted({r.extra[key] for r in chosen})
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for broker in brokers:
+            points = sorted((r.extra[key], r) for r in chosen if r.broker == broker)
+            if not points:
+                continue
+            xs = [levels.index(level) for level, _ in points]
+            left.plot(xs, [r.throughput for _, r in points], marker="o", label=broker)
+            right.plot(xs, [r.cpu_per_op * 1e6 for _, r in points], marker="o", label=broker)
+        for axis, label in ((left, ylabel), (right, cpu_label)):
+            axis.set_xticks(range(len(levels)))
+            axis.set_xticklabels([f"{level:,}" for level in levels])
+            axis.set_xlabel(xlabel)
+            axis.set_ylabel(label)
+            axis.set_ylim(bottom=0)
+            axis.grid(True, alpha=0.3)
+            axis.legend()
+        fig.suptitle(title)
+        fig.tight_layout()
+        path = directory / name
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append((title, path))
+    return written, None
+
+
+def relative(path, start):
+    return os.path.relpath(path, start)

@@ -1,0 +1,392 @@
+"""The scenarios: the same load against every broker, one measured row per run.
+
+Each measurement starts a fresh broker (so no run inherits another's queue),
+connects, reads the broker's CPU time from /proc, runs the load, reads it
+again. Brokers take turns within a scenario, so the rows of one table are
+measured close together in time on this shared, noisy machine.
+"""
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from . import loadgen, procstat
+from .servers import Beanstalkd, BrokerError, OurBroker
+
+# Ours get room for the memory scenario's million jobs (the default is 1,000,000).
+BIG_QUEUE = ("--max-waiting", "2000000")
+
+
+@dataclass
+class Config:
+    """How much of each scenario to run (``full()`` or ``quick()``)."""
+
+    duration: float = 3.0                    # seconds of each time-bounded run
+    closed_connections: tuple = (1, 16, 256)
+    closed_procs: dict = field(default_factory=lambda: {256: 2})   # generator processes
+    closed_max_ops: int = 2_000_000
+    pipelined_jobs: int = 1_000_000          # also the memory scenario's queue
+    batch: int = 100                         # lines per write
+    depth: int = 4                           # writes in flight
+    cycle_workers: int = 16
+    cycle_prefill: int = 200_000
+    dispatch_samples: int = 200
+    polling_samples: int = 8
+    polling_interval: float = 0.5
+    idle_levels: tuple = (0, 100, 1000, 10_000)
+    scaling_repeats: int = 3                 # runs of duration / 3 each, median taken
+    durable_connections: tuple = (1, 16)
+    run_cap: float = 60.0                    # hard cap on any single run
+
+    @classmethod
+    def full(cls):
+        return cls()
+
+    @classmethod
+    def quick(cls):
+        return cls(duration=0.3, closed_connections=(1, 4, 8), closed_procs={8: 2},
+                   closed_max_ops=50_000, pipelined_jobs=5_000, cycle_prefill=3_000,
+                   dispatch_samples=10, polling_samples=2, idle_levels=(0, 10, 100),
+                   durable_connections=(1, 4), run_cap=20.0)
+
+
+@dataclass
+class Row:
+    """One measured run of one broker."""
+
+    scenario: str
+    label: str                   # the run within the scenario: "16 clients", "1000 idle" ...
+    broker: str
+    ops: int = 0
+    elapsed: float = 0.0
+    cpu: float = 0.0             # broker CPU seconds during the run
+    gen_cpu: float = 0.0         # the load generator's CPU seconds
+    errors: int = 0
+    faults: int = None           # broker's minor page faults during the run
+    p50: float = None            # seconds
+    p99: float = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def throughput(self):
+        return self.ops / self.elapsed if self.elapsed > 0 and self.ops else None
+
+    @property
+    def cpu_per_op(self):
+        return self.cpu / self.ops if self.ops else None
+
+    @property
+    def faults_per_op(self):
+        return self.faults / self.ops if self.ops and self.faults is not None else None
+
+    @property
+    def broker_util(self):
+        return self.cpu / self.elapsed if self.elapsed > 0 else None
+
+    @property
+    def gen_util(self):
+        return self.gen_cpu / self.elapsed if self.elapsed > 0 else None
+
+    @property
+    def ok(self):
+        return bool(self.ops) and not self.note.startswith("failed")
+
+    def fill(self, load, cpu):
+        self.ops, self.errors, self.elapsed = load.ops, load.errors, load.elapsed
+        self.cpu, self.gen_cpu = cpu, load.cpu
+        self.p50, self.p99 = percentiles(load.latencies)
+        if load.errors:
+            self.note = _join(self.note, f"{load.errors} errors, first: {load.first_error}")
+        return self
+
+
+def percentiles(samples):
+    if not samples:
+        return None, None
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return ordered[round(0.50 * last)], ordered[round(0.99 * last)]
+
+
+def fmt_k(rate):
+    return "–" if rate is None else f"{rate / 1000:.1f}k/s"
+
+
+def _join(*parts):
+    return "; ".join(part for part in parts if part)
+
+
+class Bench:
+    """Runs scenarios against the brokers named in ``brokers``."""
+
+    def __init__(self, config, brokers, beanstalkd_path=None, log=print):
+        self.config = config
+        self.brokers = [b for b in brokers if b != "beanstalkd" or beanstalkd_path]
+        self.beanstalkd_path = beanstalkd_path
+        self.log = log
+        self.rows = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="workq-bench-")
+
+    def close(self):
+        self.tmp.cleanup()
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def make(self, name, ours=(), beanstalk=()):
+        if name == "beanstalkd":
+            return Beanstalkd(self.beanstalkd_path, beanstalk)
+        return OurBroker(name, ours)
+
+    def measure(self, row, broker, address, connections, load, args, procs=1):
+        """Connect, read the broker's CPU (and page faults), run ``load(socks, *args)``,
+        read them again."""
+        if procs > 1:
+            marks = {}
+            result = loadgen.run_split(
+                address, connections, procs, load, args,
+                lambda: marks.__setitem__("start", procstat.snapshot(broker.pid)),
+                lambda: marks.__setitem__("end", procstat.snapshot(broker.pid)),
+                self.config.run_cap)
+            row.note = _join(row.note, f"{procs} generator processes")
+            before, after = marks["start"], marks["end"]
+        else:
+            socks = loadgen.connect(address, connections)
+            try:
+                before = procstat.snapshot(broker.pid)
+                result = load(socks, *args)
+                after = procstat.snapshot(broker.pid)
+            finally:
+                loadgen.close_all(socks)
+        row.faults = after[1] - before[1]
+        return row.fill(result, after[0] - before[0])
+
+    def run_one(self, row, broker, body):
+        """Start ``broker``, run ``body(broker)``, stop it; a failure becomes the row's note."""
+        started = time.monotonic()
+        try:
+            broker.start()
+            body(broker)
+            if not broker.alive():
+                row.note = _join(row.note, f"broker exited during the run: {broker.output()[-300:]!r}")
+        except (BrokerError, loadgen.LoadError, OSError, ValueError) as error:
+            row.note = _join("failed", f"{type(error).__name__}: {error}")
+        finally:
+            broker.stop()
+        self.rows.append(row)
+        self.log(f"  {row.scenario:9} {row.label:>13} {row.broker:10} " + describe(row)
+                 + f"  [{time.monotonic() - started:.1f} s]")
+        return row
+
+    def prefill(self, broker, count):
+        """Queue ``count`` jobs, pipelined (not measured)."""
+        if count <= 0:
+            return
+        proto = broker.protocol
+        socks = loadgen.connect(broker.client, 1)
+        try:
+            load = loadgen.pipelined(socks, proto.submit(), proto.submit_ok, self.config.batch,
+                                     self.config.depth, count, self.config.run_cap)
+        finally:
+            loadgen.close_all(socks)
+        if load.errors or load.ops < count - self.config.batch:
+            raise loadgen.LoadError(f"prefill queued {load.ops} of {count} jobs: {load.first_error}")
+
+    # -- scenarios -------------------------------------------------------------------
+
+    def closed(self):
+        cfg = self.config
+        for connections in cfg.closed_connections:
+            procs = cfg.closed_procs.get(connections, 1)
+            for name in self.brokers:
+                row = Row("closed", f"{connections}", name, extra={"connections": connections})
+
+                def body(broker, row=row, connections=connections, procs=procs):
+                    proto = broker.protocol
+                    max_ops = cfg.closed_max_ops // procs
+                    self.measure(row, broker, broker.client, connections, loadgen.closed_loop,
+                                 (proto.submit(), proto.submit_ok, max_ops, cfg.duration), procs)
+
+                self.run_one(row, self.make(name, BIG_QUEUE), body)
+
+    def pipelined(self):
+        """Pipelined submission of ``pipelined_jobs`` jobs; then the broker's RSS with
+        all of them waiting (the memory scenario, from the same run)."""
+        cfg = self.config
+        for name in self.brokers:
+            row = Row("pipelined", f"{cfg.batch}", name)
+            memory = Row("memory", f"{cfg.pipelined_jobs:,} jobs", name)
+
+            def body(broker, row=row, memory=memory):
+                proto = broker.protocol
+                memory.extra["rss_before"] = procstat.rss_bytes(broker.pid)
+                self.measure(row, broker, broker.client, 1, loadgen.pipelined,
+                             (proto.submit(), proto.submit_ok, cfg.batch, cfg.depth,
+                              cfg.pipelined_jobs, cfg.run_cap))
+                row.note = _join(row.note, f"{cfg.depth} writes of {cfg.batch} in flight")
+                time.sleep(0.2)
+                memory.ops = row.ops
+                memory.extra["rss_after"] = procstat.rss_bytes(broker.pid)
+                memory.extra["waiting"] = row.ops
+
+            self.run_one(row, self.make(name, BIG_QUEUE), body)
+            if not row.ok:
+                memory.note = row.note
+            self.rows.append(memory)
+            self.log(f"  {'memory':9} {memory.label:>13} {name:10} " + describe(memory))
+
+    def cycle(self, idle=0, scenario="cycle"):
+        """Workers doing FETCH + DONE on a prefilled queue. In the scaling scenario,
+        with ``idle`` connections held open, and measured ``scaling_repeats`` times
+        on the same broker (the median by throughput is the row's result)."""
+        cfg = self.config
+        repeats = cfg.scaling_repeats if scenario == "scaling" else 1
+        duration = cfg.duration / repeats if repeats > 1 else cfg.duration
+        for name in self.brokers:
+            row = Row(scenario, f"{idle:,}" if scenario == "scaling" else f"{cfg.cycle_workers}",
+                      name, extra={"idle": idle})
+
+            def body(broker, row=row):
+                held = []
+                try:
+                    if idle:
+                        held = self.hold_idle(broker, idle, row)
+                    self.prefill(broker, cfg.cycle_prefill)
+                    runs = []
+                    for _ in range(repeats):
+                        run = Row(scenario, row.label, name)
+                        self.measure(run, broker, broker.worker, cfg.cycle_workers, loadgen.cycle,
+                                     (broker.protocol, cfg.cycle_prefill, duration))
+                        runs.append(run)
+                    runs.sort(key=lambda r: r.throughput or 0)
+                    chosen = runs[len(runs) // 2]
+                    note = row.note
+                    row.__dict__.update({k: v for k, v in chosen.__dict__.items()
+                                         if k not in ("extra", "note")})
+                    row.note = _join(note, chosen.note)
+                    if repeats > 1:
+                        row.note = _join(row.note, "median of {} runs ({})".format(
+                            repeats, ", ".join(fmt_k(r.throughput) for r in runs)))
+                    if name == "threads":
+                        row.extra["threads"] = procstat.thread_count(broker.pid)
+                    row.extra["rss"] = procstat.rss_bytes(broker.pid)
+                finally:
+                    loadgen.close_all(held)
+
+            self.run_one(row, self.make(name, BIG_QUEUE), body)
+
+    def scaling(self):
+        for idle in self.config.idle_levels:
+            self.cycle(idle, "scaling")
+
+    def hold_idle(self, broker, count, row):
+        """Open ``count`` idle client connections and wait until the broker counts
+        them all; returns the sockets. Falls short (noted in the row) rather than fail."""
+        loadgen.raise_nofile(count + 2048)
+        socks = []
+        try:
+            socks = loadgen.connect(broker.client, count, timeout=60)
+        except OSError as error:
+            row.note = _join(row.note, f"could not open {count} idle connections: {error}")
+            # Open as many as the broker takes, in smaller steps.
+            while len(socks) < count:
+                try:
+                    socks += loadgen.connect(broker.client, min(500, count - len(socks)), timeout=10)
+                except OSError:
+                    break
+        counted = self.connection_count(broker, expect=len(socks) + 1)
+        row.extra["idle_open"] = len(socks)
+        row.extra["idle_counted"] = counted
+        if counted is None or counted < len(socks) + 1:
+            row.note = _join(row.note, f"broker counts {counted} connections of {len(socks) + 1}")
+        return socks
+
+    def connection_count(self, broker, expect, timeout=60.0):
+        proto = broker.protocol
+        deadline = time.monotonic() + timeout
+        count = None
+        with loadgen.connect(broker.client, 1)[0] as sock:
+            while time.monotonic() < deadline:
+                count = loadgen.request(sock, proto.stats, proto.parse_stats)
+                if count >= expect:
+                    break
+                time.sleep(0.1)
+        return count
+
+    def dispatch(self):
+        cfg = self.config
+        for name in self.brokers:
+            row = Row("dispatch", "long-poll" if name != "beanstalkd" else "reserve", name)
+
+            def body(broker, row=row):
+                client, = loadgen.connect(broker.client, 1)
+                worker, = loadgen.connect(broker.worker, 1)
+                try:
+                    before = procstat.cpu_seconds(broker.pid)
+                    load = loadgen.dispatch_waiting(client, worker, broker.protocol,
+                                                    cfg.dispatch_samples)
+                    row.fill(load, procstat.cpu_seconds(broker.pid) - before)
+                finally:
+                    loadgen.close_all([client, worker])
+                row.extra["mean"] = statistics.fmean(load.latencies) if load.latencies else None
+
+            self.run_one(row, self.make(name), body)
+        for name in self.brokers:
+            if name == "beanstalkd":
+                continue
+            row = Row("dispatch", f"polling {cfg.polling_interval:g} s", name)
+
+            def body(broker, row=row):
+                client, = loadgen.connect(broker.client, 1)
+                worker, = loadgen.connect(broker.worker, 1)
+                try:
+                    before = procstat.cpu_seconds(broker.pid)
+                    load = loadgen.dispatch_polling(client, worker, broker.protocol,
+                                                    cfg.polling_samples, cfg.polling_interval)
+                    row.fill(load, procstat.cpu_seconds(broker.pid) - before)
+                finally:
+                    loadgen.close_all([client, worker])
+                row.extra["mean"] = statistics.fmean(load.latencies) if load.latencies else None
+
+            self.run_one(row, self.make(name), body)
+
+    def durable(self):
+        cfg = self.config
+        for connections in cfg.durable_connections:
+            for name in self.brokers:
+                row = Row("durable", f"{connections}", name,
+                          extra={"connections": connections})
+                where = tempfile.mkdtemp(prefix=f"{name}-{connections}-", dir=self.tmp.name)
+                broker = self.make(name, ("--store", f"sqlite:{where}/jobs.db", *BIG_QUEUE),
+                                   ("-b", where, "-f", "0"))
+
+                def body(broker, row=row, connections=connections):
+                    proto = broker.protocol
+                    self.measure(row, broker, broker.client, connections, loadgen.closed_loop,
+                                 (proto.submit(), proto.submit_ok, cfg.closed_max_ops, cfg.duration))
+
+                self.run_one(row, broker, body)
+                row.note = _join(row.note, "sqlite WAL, synchronous=FULL" if name != "beanstalkd"
+                                 else "binlog, fsync every write (-f 0)")
+
+
+SCENARIOS = ("closed", "pipelined", "cycle", "dispatch", "scaling", "durable")
+ALIASES = {"memory": "pipelined", "submit": "closed"}
+
+
+def describe(row):
+    if not row.ok:
+        return row.note or "no result"
+    parts = []
+    if row.throughput:
+        parts.append(f"{row.throughput:,.0f}/s")
+    if row.p50 is not None:
+        parts.append(f"p50 {row.p50 * 1e3:.3f} ms p99 {row.p99 * 1e3:.3f} ms")
+    if row.cpu_per_op is not None and row.scenario != "memory":
+        parts.append(f"cpu {row.cpu_per_op * 1e6:.2f} us/op")
+    if "rss_after" in row.extra:
+        parts.append(f"rss {row.extra['rss_after'] / 2**20:.1f} MiB")
+    if row.note:
+        parts.append(row.note)
+    return ", ".join(parts)

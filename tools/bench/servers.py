@@ -1,0 +1,203 @@
+"""Starting and stopping the brokers under test, each on free loopback ports.
+
+Our brokers get port 0 and report the real ports in their start-up line;
+beanstalkd gets a port that was free a moment before (it cannot report one),
+with a retry if another program took it meanwhile. Every broker's output goes
+to a temporary file, so a chatty broker never blocks on a full pipe.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .protocols import Beanstalk, Workq
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+BEANSTALKD_PATHS = ("/usr/sbin/beanstalkd", "/usr/bin/beanstalkd", "/usr/local/bin/beanstalkd")
+
+_STARTUP = re.compile(r"workq broker \((\w+)\): clients on [^\s,]+:(\d+), workers on [^\s,]+:(\d+)")
+
+OUR_BROKERS = ("select", "threads")
+ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS
+
+
+class BrokerError(Exception):
+    """A broker did not start, or died."""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Broker:
+    """A broker process: ``client``/``worker`` addresses, ``pid``, ``protocol``."""
+
+    name = "?"
+    protocol = None
+
+    def __init__(self):
+        self.proc = None
+        self.client = self.worker = None
+        self._output = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _spawn(self, argv, env=None):
+        self._output = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._output,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def output(self):
+        if self._output is None:
+            return ""
+        fd = self._output.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGINT):
+        """Ask the broker to stop (SIGINT: ours exit cleanly and cProfile writes its
+        file); SIGKILL after STOP_TIMEOUT. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class OurBroker(Broker):
+    """``python3 -m impl_<flavour>.broker 0 0 [options]``, optionally under cProfile."""
+
+    protocol = Workq
+
+    def __init__(self, flavour, options=(), profile_to=None):
+        super().__init__()
+        self.name = flavour
+        self.flavour = flavour
+        self.options = list(options)
+        self.profile_to = profile_to
+
+    def start(self):
+        module = f"impl_{self.flavour}.broker"
+        runner = ["-m", "cProfile", "-o", str(self.profile_to)] if self.profile_to else []
+        argv = [sys.executable, *runner, "-m", module, "0", "0", *self.options]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._spawn(argv, env)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            match = _STARTUP.search(self.output())
+            if match:
+                self.client = (HOST, int(match.group(2)))
+                self.worker = (HOST, int(match.group(3)))
+                return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                output = self.output()
+                self.stop()
+                raise BrokerError(f"{' '.join(argv[1:])} did not start: {output.strip()[-500:]!r}")
+            time.sleep(0.02)
+
+
+class Beanstalkd(Broker):
+    """``beanstalkd -l 127.0.0.1 -p PORT [options]``: one port for producers and workers."""
+
+    protocol = Beanstalk
+    name = "beanstalkd"
+
+    def __init__(self, path, options=()):
+        super().__init__()
+        self.path = path
+        self.options = list(options)
+
+    def start(self):
+        for _ in range(5):
+            port = free_port()
+            argv = [self.path, "-l", HOST, "-p", str(port), *self.options]
+            self._spawn(argv)
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection((HOST, port), timeout=1).close()
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                self.client = self.worker = (HOST, port)
+                return self
+            output = self.output()
+            self.stop(signal.SIGTERM)
+        raise BrokerError(f"beanstalkd did not start: {output.strip()[-500:]!r}")
+
+    def stop(self, sig=signal.SIGTERM):
+        return super().stop(sig)
+
+
+def beanstalkd_version(path):
+    try:
+        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (out.stdout or out.stderr).strip().removeprefix("beanstalkd ").strip() or "unknown"
+
+
+def find_beanstalkd(install=True, report=print):
+    """The beanstalkd executable; installs the Debian package when missing and
+    allowed (root with apt-get). Returns (path or None, message)."""
+    path = _which_beanstalkd()
+    if path:
+        return path, f"beanstalkd found at {path}"
+    if not install:
+        return None, "beanstalkd not found (and --no-install): beanstalkd columns are skipped"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None, ("beanstalkd not found, and installing it needs root and apt-get: run "
+                      "`sudo apt-get install -y beanstalkd` and run the bench again. "
+                      "The beanstalkd columns (and every ratio) are skipped in this run")
+    report("bench: beanstalkd not found; installing the Debian package (apt-get install -y beanstalkd)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for attempt in (["apt-get", "install", "-y", "beanstalkd"],
+                    ["apt-get", "update"], ["apt-get", "install", "-y", "beanstalkd"]):
+        result = subprocess.run(attempt, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=600)
+        path = _which_beanstalkd()
+        if path:
+            return path, f"beanstalkd installed with apt-get at {path}"
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+    return None, (f"beanstalkd could not be installed with apt-get ({last[0]}); "
+                  "beanstalkd columns are skipped")
+
+
+def _which_beanstalkd():
+    found = shutil.which("beanstalkd")
+    if found:
+        return found
+    for path in BEANSTALKD_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    return None
