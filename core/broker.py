@@ -166,6 +166,8 @@ class BrokerCore:
 
     def end_of_input(self, conn, now=0.0):
         """The peer will send nothing more: answer an unterminated last line."""
+        if conn.closing:          # already answered its last (ERR IDLE_TIMEOUT, AUTH_FAILED...)
+            return b""
         partial = conn.framer.take_partial()
         reply = self.receive(conn, partial + b"\n", now) if partial else b""
         conn.closing = True
@@ -211,6 +213,7 @@ class BrokerCore:
             self._partial.discard(conn)
             conn.partial_since = None
             conn.closing = True
+            conn.framer.take_partial()      # never answered: it timed out
             self.deliveries.append((conn, err(
                 "IDLE_TIMEOUT", f"no end of line within {self.idle_timeout:g} s")))
 

@@ -47,6 +47,7 @@ class SelectBroker:
         self.selector = selectors.DefaultSelector()
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
+        self.quiet_until = 0.0
         self.running = True
         self.answered = []                    # peers with replies this iteration
         for port, sock in listeners.items():
@@ -111,12 +112,15 @@ class SelectBroker:
             self.selector.register(sock, READ, peer)
 
     def _pause_accepting(self):
+        now = monotonic()
         if self.paused_until is None:
-            print("broker: out of file descriptors; not accepting for a moment",
-                  file=sys.stderr, flush=True)
+            if now >= self.quiet_until:
+                print("broker: out of file descriptors; not accepting until some close",
+                      file=sys.stderr, flush=True)
+                self.quiet_until = now + 10.0      # one warning per 10 s, not per retry
             for sock in self.listeners.values():
                 self.selector.unregister(sock)
-        self.paused_until = monotonic() + ACCEPT_PAUSE
+        self.paused_until = now + ACCEPT_PAUSE
 
     def _resume_accepting(self):
         self.paused_until = None

@@ -100,11 +100,16 @@ class ThreadedBroker:
             self._close_peer(peer)
 
     def _take_deliveries(self):
-        """Under the lock: the replies core produced for other connections."""
-        deliveries = self.core.deliveries
-        if deliveries:
-            self.core.deliveries = []
+        """Under the lock: the replies core produced for other connections.
+
+        The core's list is never handed out itself: another thread may append
+        to it as soon as the lock is released, and both would send that line.
+        """
         self.timer_wakeup.notify()      # a FETCH <seconds> may have started waiting
+        deliveries = self.core.deliveries
+        if not deliveries:
+            return ()
+        self.core.deliveries = []
         return deliveries
 
     def _deliver(self, deliveries):
@@ -112,8 +117,6 @@ class ThreadedBroker:
             peer = conn.io
             if peer is not None:
                 self._send(peer, data)
-                if conn.closing:
-                    _shut(peer.sock)        # its reader thread wakes and closes it
 
     def _send(self, peer, data):
         with peer.send_lock:
@@ -130,10 +133,16 @@ class ThreadedBroker:
                 now = monotonic()
                 if deadline is not None and deadline <= now:
                     core.tick(now)
-                    deliveries, core.deliveries = core.deliveries, []
+                    deliveries = self._take_deliveries()
                     self.lock.release()
                     try:
                         self._deliver(deliveries)
+                        for conn, _ in deliveries:
+                            peer = conn.io
+                            if conn.closing and peer is not None:
+                                # IDLE_TIMEOUT: wake its reader, which is blocked on an
+                                # unfinished line; SHUT_RD leaves sending intact.
+                                _shut(peer.sock, socket.SHUT_RD)
                     finally:
                         self.lock.acquire()
                     continue
@@ -157,9 +166,9 @@ class ThreadedBroker:
             _shut(peer.sock)       # wakes the thread blocked in recv
 
 
-def _shut(sock):
+def _shut(sock, how=socket.SHUT_RDWR):
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(how)
     except OSError:
         pass
 

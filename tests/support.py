@@ -88,10 +88,12 @@ class Process:
 
 
 class Broker(Process):
-    """A broker on kernel-chosen ports: ``client_port`` and ``worker_port``."""
+    """A broker on kernel-chosen ports: ``client_port`` and ``worker_port``
+    (or on given ones: ``ports=(client_port, worker_port)``, e.g. to restart
+    a broker where its workers expect it)."""
 
-    def __init__(self, impl, *options):
-        super().__init__(f"{impl}.broker", 0, 0, *options)
+    def __init__(self, impl, *options, ports=(0, 0)):
+        super().__init__(f"{impl}.broker", *ports, *options)
         try:
             line = self.startup_line()
             match = BROKER_LINE.search(line)
@@ -191,3 +193,114 @@ def parse_stats(line):
         key, _, value = pair.partition("=")
         stats[key] = int(value) if value.isdigit() else value
     return stats
+
+
+# -- helpers of the fault tests (tests/test_faults.py, tests/test_fault_*.py) --------
+
+SYSLOG_LINE = re.compile(r"<\d+>([^\[\s]+)\[(\d+)\]: (.*)", re.DOTALL)
+
+
+class SyslogListener:
+    """The workers' syslog port: ``next(deadline)`` is the next message as
+    ``(pid, text)``; datagrams that are not syslog lines are skipped. A large
+    receive buffer, so bursts from several workers are not dropped."""
+
+    def __init__(self):
+        self.sock = udp_sink()
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        except OSError:
+            pass
+        self.port = self.sock.getsockname()[1]
+
+    def next(self, deadline):
+        """The next message, or None once ``deadline`` (time.monotonic()) has passed."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                return None
+            match = SYSLOG_LINE.match(data.decode(errors="replace").rstrip("\n\0"))
+            if match:
+                return int(match[2]), match[3]
+
+    def close(self):
+        self.sock.close()
+
+
+def proc_status_kb(pid, key="VmRSS"):
+    """A ``kB`` value of /proc/PID/status (VmRSS: resident memory)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU time of a process so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Wire(LineConnection):
+    """A LineConnection for peers that may vanish: ``line_or_eof`` returns
+    None when the broker closes or resets the connection (a crash, a drop),
+    instead of failing."""
+
+    def line_or_eof(self, deadline, stop=None):
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[:end + 1]
+                return line.decode(errors="replace")
+            if stop is not None and stop.is_set():
+                raise Stopped()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no complete line from the broker ({self.name}) in time; "
+                                     f"buffered {bytes(self.buffer[:200])!r}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                return None
+            if not data:
+                return None
+            self.buffer += data
+
+
+def await_completions(syslog, ids, deadline, pids=None, on_event=None):
+    """Read worker syslog until every job in ``ids`` is logged ``completed job N``.
+
+    Fails at ``deadline``, and at once when a worker logs a protocol error
+    or a refused DONE (the broker sent it something it did not expect).
+    ``pids``: only these workers' messages count; ``on_event(pid, text)``
+    sees every message."""
+    completed = set()
+    ids = set(ids)
+    while ids - completed:
+        event = syslog.next(deadline)
+        assert event is not None, f"no 'completed job' for {sorted(ids - completed)[:20]} in time"
+        pid, text = event
+        if on_event is not None:
+            on_event(pid, text)
+        if pids is not None and pid not in pids:
+            continue
+        assert "protocol error" not in text and not text.startswith("DONE "), \
+            f"expected workers to run jobs cleanly, worker {pid} logged {text!r}"
+        if text.startswith("completed job "):
+            completed.add(int(text.split()[2]))
