@@ -10,13 +10,14 @@ DEFAULT_WORKER_PORT = 50001
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 
 
-def port_number(text):
+def port_number(text, lowest=0):
+    """A port argument; a listener may take 0 ("any free port"), a sender may not."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range {lowest}-65535: {port}")
     return port
 
 

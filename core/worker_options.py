@@ -12,7 +12,7 @@ import argparse
 import ipaddress
 import math
 
-from .options import DEFAULT_WORKER_PORT
+from .options import DEFAULT_WORKER_PORT, port_number
 
 __all__ = [
     "DEFAULT_BROKER", "DEFAULT_OUTPUT_PORT", "DEFAULT_SYSLOG_PORT", "SYSLOG_HOST",
@@ -45,15 +45,7 @@ def _host_port(text):
 
 
 def _port(text):
-    # Not core.options.port_number: that one takes 0 (a listener's "any port"),
-    # which a worker cannot connect or send to, and says so in its range message.
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
-    return port
+    return port_number(text, lowest=1)   # a worker cannot connect or send to port 0
 
 
 def _seconds(text):

@@ -155,16 +155,25 @@ def main(argv=None):
         print(f"error: cannot listen on {args.group}:{args.port} (interface "
               f"{args.iface}): {reason}", file=sys.stderr)
         return 2
+    port = sock.getsockname()[1]
+    return serve(sock, listen, args.count, args.timeout, "datagram(s)",
+                 f"listening on {args.group}:{port} (interface {args.iface}); Ctrl-C to stop")
+
+
+def serve(sock, listen, count, timeout, unit, banner):
+    """The loop of a listener's command line; returns its exit status.
+
+    Shared with tools.syslog_listen: print the banner, run ``listen`` until
+    --count or --timeout, Ctrl-C / SIGTERM / a closed stdout end it quietly.
+    """
     try:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:
         pass  # not the main thread
-    port = sock.getsockname()[1]
-    print(f"listening on {args.group}:{port} (interface {args.iface}); "
-          "Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(banner, file=sys.stderr, flush=True)
     received = 0
     try:
-        received = listen(sock, args.count, args.timeout, out=sys.stdout)
+        received = listen(sock, count, timeout, out=sys.stdout)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 0
@@ -173,9 +182,9 @@ def main(argv=None):
         return 0
     finally:
         sock.close()
-    if args.count is not None and received < args.count:
-        print(f"timed out after {args.timeout:g} s of silence: received {received} "
-              f"of {args.count} datagram(s)", file=sys.stderr)
+    if count is not None and received < count:
+        print(f"timed out after {timeout:g} s of silence: received {received} "
+              f"of {count} {unit}", file=sys.stderr)
         return 1
     return 0
 

@@ -8,12 +8,11 @@ Binds 127.0.0.1:PORT (UDP, default 30001) and prints each message as
 
 import argparse
 import re
-import signal
 import socket
 import sys
 import time
 
-from tools.mcast_listen import _silence_stdout, timestamp
+from tools.mcast_listen import _port, _positive, serve, timestamp
 
 __all__ = [
     "DEFAULT_PORT",
@@ -112,28 +111,6 @@ def listen(sock, count=None, timeout=None, out=None, on_message=None):
     return received
 
 
-def _port(text):
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"bad port {text!r}: must be a number from 0 to 65535")
-    return int(text)
-
-
-def _positive(kind):
-    def convert(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-        return value
-    return convert
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python3 -m tools.syslog_listen",
@@ -158,28 +135,9 @@ def main(argv=None):
         print(f"error: cannot listen on 127.0.0.1:{args.port} (UDP): "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
-    try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:
-        pass
-    print(f"listening for syslog on 127.0.0.1:{sock.getsockname()[1]} (UDP); "
-          "Ctrl-C to stop", file=sys.stderr, flush=True)
-    received = 0
-    try:
-        received = listen(sock, args.count, args.timeout, out=sys.stdout)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 0
-    except BrokenPipeError:
-        _silence_stdout()
-        return 0
-    finally:
-        sock.close()
-    if args.count is not None and received < args.count:
-        print(f"timed out after {args.timeout:g} s of silence: received {received} "
-              f"of {args.count} message(s)", file=sys.stderr)
-        return 1
-    return 0
+    return serve(sock, listen, args.count, args.timeout, "message(s)",
+                 f"listening for syslog on 127.0.0.1:{sock.getsockname()[1]} (UDP); "
+                 "Ctrl-C to stop")
 
 
 if __name__ == "__main__":
