@@ -142,9 +142,11 @@ class LineConnection:
     def send(self, line):
         self.send_lines([line])
 
-    def read_line(self, deadline=None, timeout=10.0, stop=None):
+    def read_line(self, deadline=None, timeout=10.0, stop=None, eof_ok=False):
         """The next line without its LF. ``stop`` (a threading.Event) is checked
-        at least every half second, so a thread blocked here can be ended."""
+        at least every half second, so a thread blocked here can be ended.
+        ``eof_ok``: return None when the broker closes or resets the connection
+        instead of failing."""
         if deadline is None:
             deadline = time.monotonic() + timeout
         while True:
@@ -162,9 +164,15 @@ class LineConnection:
             self.sock.settimeout(min(left, 0.5))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
+            except ConnectionError:
+                if eof_ok:
+                    return None
+                raise
             if not data:
+                if eof_ok:
+                    return None
                 raise AssertionError(f"the broker ({self.name}) closed the connection; "
                                      f"buffered {bytes(self.buffer[:200])!r}")
             self.buffer += data
@@ -259,28 +267,7 @@ class Wire(LineConnection):
     instead of failing."""
 
     def line_or_eof(self, deadline, stop=None):
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self.buffer[:end])
-                del self.buffer[:end + 1]
-                return line.decode(errors="replace")
-            if stop is not None and stop.is_set():
-                raise Stopped()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no complete line from the broker ({self.name}) in time; "
-                                     f"buffered {bytes(self.buffer[:200])!r}")
-            self.sock.settimeout(min(left, 0.5))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionError:
-                return None
-            if not data:
-                return None
-            self.buffer += data
+        return self.read_line(deadline, stop=stop, eof_ok=True)
 
 
 def await_completions(syslog, ids, deadline, pids=None, on_event=None):
