@@ -269,6 +269,14 @@ class Wire(LineConnection):
     def line_or_eof(self, deadline, stop=None):
         return self.read_line(deadline, stop=stop, eof_ok=True)
 
+    def ask(self, line, deadline, stop=None):
+        """Send a line and return the reply, or None if the broker is gone."""
+        try:
+            self.send(line)
+        except OSError:
+            return None
+        return self.line_or_eof(deadline, stop)
+
 
 def await_completions(syslog, ids, deadline, pids=None, on_event=None):
     """Read worker syslog until every job in ``ids`` is logged ``completed job N``.

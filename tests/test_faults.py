@@ -273,12 +273,7 @@ def durable_client(run, index):
                 while not run.stop.is_set():
                     text = f"c{index}-{serial} durable  größe g{generation}"
                     serial += 1
-                    try:
-                        conn.send(f"JOB {text}")
-                    except OSError:
-                        reply = None
-                    else:
-                        reply = conn.line_or_eof(run.deadline + 10, run.stop)
+                    reply = conn.ask(f"JOB {text}", run.deadline + 10, run.stop)
                     if reply is None:
                         with run.cond:
                             run.in_doubt.add(text)
@@ -323,11 +318,8 @@ def durable_worker(run):
                 while not run.stop.is_set():
                     with run.cond:
                         acks = len(run.acked)
-                    try:
-                        conn.send("FETCH")    # plain: this test is about durability, not long-poll
-                    except OSError:
-                        break
-                    reply = conn.line_or_eof(run.deadline + 10, run.stop)
+                    # plain FETCH: this test is about durability, not long-poll
+                    reply = conn.ask("FETCH", run.deadline + 10, run.stop)
                     if reply is None:
                         break
                     if reply == "NOJOB":
@@ -348,12 +340,7 @@ def durable_worker(run):
                                               f"{generation} although its DONE got OK in generation "
                                               f"{run.done_ok[job]}")
                             run.stop.set()
-                    try:
-                        conn.send(f"DONE {job}")
-                    except OSError:
-                        reply = None
-                    else:
-                        reply = conn.line_or_eof(run.deadline + 10, run.stop)
+                    reply = conn.ask(f"DONE {job}", run.deadline + 10, run.stop)
                     if reply is None:
                         with run.cond:
                             run.done_in_doubt.add(job)

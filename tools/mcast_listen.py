@@ -75,6 +75,18 @@ def listen(sock, count=None, timeout=None, out=None, on_datagram=None):
     not print). ``on_datagram(data, addr, when)`` is called for each one.
     Stops after ``count`` datagrams or ``timeout`` seconds of silence
     (either may be None). Returns the number received."""
+    def handle(data, addr, when):
+        if out is not None:
+            print(format_datagram(data, addr, when), file=out, flush=True)
+        if on_datagram is not None:
+            on_datagram(data, addr, when)
+    return receive_each(sock, count, timeout, handle)
+
+
+def receive_each(sock, count, timeout, handle):
+    """Call ``handle(data, addr, when)`` for each datagram until ``count`` of
+    them or ``timeout`` seconds of silence (either may be None); return how
+    many arrived. Shared with tools.syslog_listen."""
     received = 0
     sock.settimeout(timeout)
     while count is None or received < count:
@@ -82,12 +94,8 @@ def listen(sock, count=None, timeout=None, out=None, on_datagram=None):
             data, addr = sock.recvfrom(65535)
         except TimeoutError:
             break
-        when = time.time()
         received += 1
-        if out is not None:
-            print(format_datagram(data, addr, when), file=out, flush=True)
-        if on_datagram is not None:
-            on_datagram(data, addr, when)
+        handle(data, addr, time.time())
     return received
 
 

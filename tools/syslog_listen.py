@@ -10,9 +10,8 @@ import argparse
 import re
 import socket
 import sys
-import time
 
-from tools.mcast_listen import _port, _positive, serve, timestamp
+from tools.mcast_listen import _port, _positive, receive_each, serve, timestamp
 
 __all__ = [
     "DEFAULT_PORT",
@@ -95,20 +94,12 @@ def listen(sock, count=None, timeout=None, out=None, on_message=None):
     ``out`` (None: do not print) and call ``on_message(facility, severity,
     message, addr, when)``. Stops after ``count`` datagrams or ``timeout``
     seconds of silence. Returns the number received."""
-    received = 0
-    sock.settimeout(timeout)
-    while count is None or received < count:
-        try:
-            data, addr = sock.recvfrom(65535)
-        except TimeoutError:
-            break
-        when = time.time()
-        received += 1
+    def handle(data, addr, when):
         if out is not None:
             print(format_syslog(data, when), file=out, flush=True)
         if on_message is not None:
             on_message(*parse_syslog(data), addr, when)
-    return received
+    return receive_each(sock, count, timeout, handle)
 
 
 def main(argv=None):
