@@ -28,7 +28,7 @@ import heapq
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
-from .messages import RequestError, chunk_is_plain, err, parse_job_id, parse_request
+from .messages import RequestError, chunk_is_plain, err, line_is_plain, parse_job_id, parse_request
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
            "WAITING", "RUNNING", "COMPLETED", "TRANSITIONS"]
@@ -136,6 +136,12 @@ class BrokerCore:
     def receive(self, conn, data, now=0.0):
         """Answer every complete line in ``data``; return the replies joined."""
         framer = conn.framer
+        if conn.waiting_fetch is None and conn.partial_since is None:
+            # Fast path for the commonest read: one whole request, nothing pending.
+            line = framer.single_line(data)
+            if line is not None:
+                reply = self._answer(conn, line, now, line_is_plain(line))
+                return b"" if reply is None else reply       # None: a FETCH <seconds> waits
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)

@@ -1,8 +1,11 @@
 """The select-based broker: one thread, every socket multiplexed with selectors.
 
 A thin I/O shell around core.broker.BrokerCore. Each read's lines are answered
-in one pass. Replies wait until the end of the loop iteration: then a durable
-store commits everything the iteration changed at once (group commit), and
+in one pass and the replies sent with one send. Replies the core addresses to
+other connections (a JOB for a waiting FETCH) are passed on right after the
+event that caused them, so each connection sees its replies in order. With a
+durable store, replies instead wait until the end of the loop iteration: the
+store commits everything the iteration changed at once (group commit), then
 each connection's replies go out with one send. What the kernel does not take
 waits in a per-connection output buffer, so a peer that stops reading slows
 nobody else (and is dropped past --max-output).
@@ -37,7 +40,7 @@ class Peer:
         self.conn = conn
         self.outbox = bytearray()    # accepted replies the kernel has not taken yet
         self.events = READ
-        self.replies = []            # replies of this iteration, sent after the commit
+        self.replies = []            # with a store: replies waiting for the iteration's commit
 
 
 class SelectBroker:
@@ -49,7 +52,9 @@ class SelectBroker:
         self.paused_until = None
         self.quiet_until = 0.0
         self.running = True
-        self.answered = []                    # peers with replies this iteration
+        # Group commit: with a store, replies wait for the end of the iteration.
+        self.deferred = core.store is not None
+        self.answered = []                    # peers with deferred replies
         for port, sock in listeners.items():
             self.selector.register(sock, READ, port)
         # Signals write a byte here, so select() wakes at once to stop.
@@ -61,8 +66,10 @@ class SelectBroker:
     def serve(self):
         signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
         select, core = self.selector.select, self.core
+        deliveries = core.deliveries
+        deadline = None          # the core's next deadline, taken once per iteration
         while self.running:
-            events = select(self._timeout())
+            events = select(self._timeout(deadline))
             now = monotonic()
             for key, mask in events:
                 peer = key.data
@@ -75,19 +82,22 @@ class SelectBroker:
                     self._drain_wakeup()
                 else:
                     self._accept(key.fileobj, peer)
-            deadline = core.next_deadline()
+                if deliveries:
+                    self._deliver()
             if deadline is not None and deadline <= now:
                 core.tick(now)
+                self._deliver()
             if self.paused_until is not None and now >= self.paused_until:
                 self._resume_accepting()
-            self._send_answers()
+            if self.answered:
+                self._send_answers()
+            deadline = core.next_deadline()
         self._shutdown()
 
     def stop(self, *_):
         self.running = False
 
-    def _timeout(self):
-        deadline = self.core.next_deadline()
+    def _timeout(self, deadline):
         if self.paused_until is not None:
             deadline = self.paused_until if deadline is None else min(deadline, self.paused_until)
         return None if deadline is None else max(0.0, deadline - monotonic())
@@ -142,34 +152,47 @@ class SelectBroker:
         else:
             reply = self.core.end_of_input(peer.conn, now)
         if reply:
-            if not peer.replies:
-                self.answered.append(peer)
-            peer.replies.append(reply)
+            if self.deferred:
+                self._defer(peer, reply)
+            else:
+                self._write(peer, reply)
         elif peer.conn.closing and not peer.replies:
             if peer.outbox:
                 self._want(peer, WRITE)     # EOF stays readable: stop listening
             else:
                 self._drop(peer)
 
-    def _send_answers(self):
-        """Commit what this iteration changed, then send every reply it produced."""
-        core = self.core
-        for conn, data in core.deliveries:
+    def _deliver(self):
+        """Pass on the replies the core addressed to other connections, in order.
+        A drop while sending may requeue jobs and add more: taken in the same pass."""
+        deliveries = self.core.deliveries
+        index = 0
+        while index < len(deliveries):
+            conn, data = deliveries[index]
+            index += 1
             peer = conn.io
             if peer is not None:
-                if not peer.replies:
-                    self.answered.append(peer)
-                peer.replies.append(data)
-        core.deliveries.clear()
-        if not self.answered:
-            return
-        if core.store is not None:
-            core.store.sync()
-        answered, self.answered = self.answered, []
-        for peer in answered:
-            replies, peer.replies = peer.replies, []
-            if peer.conn.io is peer:
-                self._write(peer, replies[0] if len(replies) == 1 else b"".join(replies))
+                if self.deferred:
+                    self._defer(peer, data)
+                else:
+                    self._write(peer, data)
+        deliveries.clear()
+
+    def _defer(self, peer, data):
+        if not peer.replies:
+            self.answered.append(peer)
+        peer.replies.append(data)
+
+    def _send_answers(self):
+        """Commit what this iteration changed, then send every reply it produced."""
+        while self.answered:
+            self.core.store.sync()
+            answered, self.answered = self.answered, []
+            for peer in answered:
+                replies, peer.replies = peer.replies, []
+                if peer.conn.io is peer:
+                    self._write(peer, replies[0] if len(replies) == 1 else b"".join(replies))
+            self._deliver()        # a peer dropped while sending may have held jobs
 
     def _write(self, peer, data):
         if not peer.outbox:

@@ -99,6 +99,23 @@ def test_no_job_is_ever_held_by_two_workers_or_lost(script, dropped):
     assert len(broker.waiting) + len(held) + broker.completed == issued
 
 
+heads = st.sampled_from([b"", b"JOB ", b"job ", b"FETCH", b"FETCH ", b"DONE ", b"STATUS ", b"STATS", b"AUTH "])
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([CLIENT, WORKER]), heads, st.binary(max_size=12), st.sampled_from([b"\n", b"\r\n"]))
+def test_a_read_of_one_line_is_answered_as_that_line_arriving_in_pieces(port, head, rest, end):
+    data = head + rest + end
+    whole, pieces = BrokerCore(max_line=16), BrokerCore(max_line=16)
+    answers = []
+    for broker, reads in ((whole, [data]), (pieces, [data[:1], data[1:]])):
+        broker.receive(broker.open(CLIENT), b"JOB first\n")
+        conn = broker.open(port)
+        answers.append(b"".join(broker.receive(conn, read) for read in reads))
+        answers.append((bytes(broker.states), conn.closing, conn.waiting_fetch))
+    assert answers[0:2] == answers[2:4], f"{data!r} read whole vs in pieces"
+
+
 # -- long-poll, limits, authentication ----------------------------------------------
 
 def deliveries_to(broker, conn):
