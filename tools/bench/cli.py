@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
-from .servers import ALL_BROKERS, ROOT, beanstalkd_version, find_beanstalkd
+from .servers import ALL_BROKERS, ROOT, Broker, beanstalkd_version, find_beanstalkd, split_cpus
 
 EPILOG = """\
 scenarios: closed (submit, closed loop: 1, 16, 256 clients), pipelined (batches
@@ -88,6 +88,10 @@ def main(argv=None):
     started = time.monotonic()
     # Brokers inherit it: beanstalkd, too, must be able to hold 10,000 idle connections.
     loadgen.raise_nofile(1 << 20)
+    split = split_cpus()
+    if split:
+        generator_cpus, Broker.cpus = split
+        os.sched_setaffinity(0, generator_cpus)      # generator processes inherit it
     if args.wait_quiet > 0:
         procstat.wait_for_quiet(args.wait_quiet, args.quiet_load, log)
     load_before = procstat.load_average()
@@ -133,6 +137,8 @@ def main(argv=None):
         "load_before": " / ".join(f"{x:.2f}" for x in load_before),
         "load_after": " / ".join(f"{x:.2f}" for x in procstat.load_average()),
         "elapsed": time.monotonic() - started,
+        "cpus": split and tuple(", ".join(map(str, sorted(cpus))) for cpus in split),
+        "rounds": config.rounds,
         "params": {"duration": config.duration, "batch": config.batch, "depth": config.depth,
                    "jobs": config.pipelined_jobs, "prefill": config.cycle_prefill,
                    "workers": config.cycle_workers, "samples": config.dispatch_samples,

@@ -260,6 +260,14 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None)
         "so absolute numbers are noisy; ratios come from runs taken minutes apart, "
         "brokers taking turns within each scenario.")
     add(f"- Wall time of the whole run: {meta['elapsed']:.0f} s.")
+    if meta.get("cpus"):
+        add(f"- Placement: the load generator runs on CPU {meta['cpus'][0]}, every broker on "
+            f"CPU {meta['cpus'][1]} (`sched_setaffinity`), so a broker never shares a core "
+            "with the generator and all meet the same placement.")
+    if meta.get("rounds", 1) > 1:
+        add(f"- Closed loop and job cycle: {meta['rounds']} runs per broker, the brokers taking "
+            "turns; each row is the broker's median run by CPU per operation (all runs in "
+            "its note).")
     add("")
     add("**What is fair to compare.** The machine has 2 cores. The load generator "
         "(`tools/bench/loadgen.py`: Python, one `epoll` loop, pipelining where the scenario "

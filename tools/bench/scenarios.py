@@ -26,6 +26,7 @@ class Config:
     closed_connections: tuple = (1, 16, 256)
     closed_procs: dict = field(default_factory=lambda: {256: 2})   # generator processes
     closed_max_ops: int = 2_000_000
+    rounds: int = 3                          # closed loop and cycle: runs per broker, median kept
     pipelined_jobs: int = 1_000_000          # also the memory scenario's queue
     batch: int = 100                         # lines per write
     depth: int = 4                           # writes in flight
@@ -47,7 +48,7 @@ class Config:
     def quick(cls):
         return cls(duration=0.3, closed_connections=(1, 4, 8), closed_procs={8: 2},
                    closed_max_ops=50_000, pipelined_jobs=5_000, cycle_prefill=3_000,
-                   dispatch_samples=10, polling_samples=2, idle_levels=(0, 10, 100),
+                   rounds=1, dispatch_samples=10, polling_samples=2, idle_levels=(0, 10, 100),
                    durable_connections=(1, 4), run_cap=20.0)
 
 
@@ -110,6 +111,19 @@ def percentiles(samples):
     return ordered[round(0.50 * last)], ordered[round(0.99 * last)]
 
 
+def median_run(runs):
+    """The run with the median CPU per operation, its note listing every run's."""
+    measured = sorted((run for run in runs if run.ok), key=lambda run: run.cpu_per_op)
+    if not measured:
+        return runs[0]
+    chosen = measured[len(measured) // 2]
+    if len(runs) > 1:
+        chosen.note = _join(chosen.note, "median of {} runs by CPU ({} µs)".format(
+            len(runs), ", ".join(f"{run.cpu_per_op * 1e6:.2f}" if run.ok else "failed"
+                                 for run in runs)))
+    return chosen
+
+
 def fmt_k(rate):
     return "–" if rate is None else f"{rate / 1000:.1f}k/s"
 
@@ -162,8 +176,23 @@ class Bench:
         row.faults = after[1] - before[1]
         return row.fill(result, after[0] - before[0])
 
-    def run_one(self, row, broker, body):
-        """Start ``broker``, run ``body(broker)``, stop it; a failure becomes the row's note."""
+    def in_turns(self, scenario, label, extra, body):
+        """``body(broker, row)`` on a fresh broker of each kind, ``config.rounds`` times,
+        the brokers taking turns so that a noisy minute hits them alike. Each broker's
+        row is its median run by CPU per operation (the measure of the targets)."""
+        runs = {name: [] for name in self.brokers}
+        for _ in range(self.config.rounds):
+            for name in self.brokers:
+                run = Row(scenario, label, name, extra=dict(extra))
+                self.run_one(run, self.make(name, BIG_QUEUE),
+                             lambda broker, run=run: body(broker, run), keep=False)
+                runs[name].append(run)
+        for name, done in runs.items():
+            self.rows.append(median_run(done))
+
+    def run_one(self, row, broker, body, keep=True):
+        """Start ``broker``, run ``body(broker)``, stop it; a failure becomes the row's
+        note. ``keep``: the row goes into the report as it is."""
         started = time.monotonic()
         try:
             broker.start()
@@ -174,7 +203,8 @@ class Bench:
             row.note = _join("failed", f"{type(error).__name__}: {error}")
         finally:
             broker.stop()
-        self.rows.append(row)
+        if keep:
+            self.rows.append(row)
         self.log(f"  {row.scenario:9} {row.label:>13} {row.broker:10} " + describe(row)
                  + f"  [{time.monotonic() - started:.1f} s]")
         return row
@@ -199,16 +229,14 @@ class Bench:
         cfg = self.config
         for connections in cfg.closed_connections:
             procs = cfg.closed_procs.get(connections, 1)
-            for name in self.brokers:
-                row = Row("closed", f"{connections}", name, extra={"connections": connections})
 
-                def body(broker, row=row, connections=connections, procs=procs):
-                    proto = broker.protocol
-                    max_ops = cfg.closed_max_ops // procs
-                    self.measure(row, broker, broker.client, connections, loadgen.closed_loop,
-                                 (proto.submit(), proto.submit_ok, max_ops, cfg.duration), procs)
+            def body(broker, row, connections=connections, procs=procs):
+                proto = broker.protocol
+                max_ops = cfg.closed_max_ops // procs
+                self.measure(row, broker, broker.client, connections, loadgen.closed_loop,
+                             (proto.submit(), proto.submit_ok, max_ops, cfg.duration), procs)
 
-                self.run_one(row, self.make(name, BIG_QUEUE), body)
+            self.in_turns("closed", f"{connections}", {"connections": connections}, body)
 
     def pipelined(self):
         """Pipelined submission of ``pipelined_jobs`` jobs; then the broker's RSS with
@@ -236,16 +264,30 @@ class Bench:
             self.rows.append(memory)
             self.log(f"  {'memory':9} {memory.label:>13} {name:10} " + describe(memory))
 
-    def cycle(self, idle=0, scenario="cycle"):
-        """Workers doing FETCH + DONE on a prefilled queue. In the scaling scenario,
-        with ``idle`` connections held open, and measured ``scaling_repeats`` times
-        on the same broker (the median by throughput is the row's result)."""
+    def cycle(self):
+        """Workers doing FETCH + DONE on a prefilled queue."""
         cfg = self.config
-        repeats = cfg.scaling_repeats if scenario == "scaling" else 1
-        duration = cfg.duration / repeats if repeats > 1 else cfg.duration
+
+        def body(broker, row):
+            self.prefill(broker, cfg.cycle_prefill)
+            self.measure(row, broker, broker.worker, cfg.cycle_workers, loadgen.cycle,
+                         (broker.protocol, cfg.cycle_prefill, cfg.duration))
+
+        self.in_turns("cycle", f"{cfg.cycle_workers}", {"idle": 0}, body)
+
+    def scaling(self):
+        for idle in self.config.idle_levels:
+            self.cycle_beside_idle(idle)
+
+    def cycle_beside_idle(self, idle):
+        """The job cycle with ``idle`` connections held open, measured
+        ``scaling_repeats`` times on the same broker (the median by throughput is
+        the row's result)."""
+        cfg = self.config
+        repeats = cfg.scaling_repeats
+        duration = cfg.duration / repeats
         for name in self.brokers:
-            row = Row(scenario, f"{idle:,}" if scenario == "scaling" else f"{cfg.cycle_workers}",
-                      name, extra={"idle": idle})
+            row = Row("scaling", f"{idle:,}", name, extra={"idle": idle})
 
             def body(broker, row=row):
                 held = []
@@ -255,7 +297,7 @@ class Bench:
                     self.prefill(broker, cfg.cycle_prefill)
                     runs = []
                     for _ in range(repeats):
-                        run = Row(scenario, row.label, name)
+                        run = Row("scaling", row.label, name)
                         self.measure(run, broker, broker.worker, cfg.cycle_workers, loadgen.cycle,
                                      (broker.protocol, cfg.cycle_prefill, duration))
                         runs.append(run)
@@ -265,9 +307,8 @@ class Bench:
                     row.__dict__.update({k: v for k, v in chosen.__dict__.items()
                                          if k not in ("extra", "note")})
                     row.note = _join(note, chosen.note)
-                    if repeats > 1:
-                        row.note = _join(row.note, "median of {} runs ({})".format(
-                            repeats, ", ".join(fmt_k(r.throughput) for r in runs)))
+                    row.note = _join(row.note, "median of {} runs ({})".format(
+                        repeats, ", ".join(fmt_k(r.throughput) for r in runs)))
                     if name == "threads":
                         row.extra["threads"] = procstat.thread_count(broker.pid)
                     row.extra["rss"] = procstat.rss_bytes(broker.pid)
@@ -275,10 +316,6 @@ class Bench:
                     loadgen.close_all(held)
 
             self.run_one(row, self.make(name, BIG_QUEUE), body)
-
-    def scaling(self):
-        for idle in self.config.idle_levels:
-            self.cycle(idle, "scaling")
 
     def hold_idle(self, broker, count, row):
         """Open ``count`` idle client connections and wait until the broker counts

@@ -41,11 +41,22 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def split_cpus():
+    """(generator CPUs, broker CPUs): the last CPU for the brokers, the rest for the
+    load generator, so neither ever waits for the other's core and every broker
+    meets the same placement. None on a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
 class Broker:
     """A broker process: ``client``/``worker`` addresses, ``pid``, ``protocol``."""
 
     name = "?"
     protocol = None
+    cpus = None          # CPUs every broker process is confined to (see split_cpus)
 
     def __init__(self):
         self.proc = None
@@ -58,8 +69,12 @@ class Broker:
 
     def _spawn(self, argv, env=None):
         self._output = tempfile.TemporaryFile()
+        cpus = Broker.cpus
+        # Set before exec, so every thread the broker starts stays on these CPUs too.
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._output,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     preexec_fn=pin)
 
     def output(self):
         if self._output is None:
