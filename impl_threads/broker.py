@@ -2,16 +2,20 @@
 
 A thin I/O shell around core.broker.BrokerCore, which is not thread-safe: one
 lock serialises every call into it, so no job goes to two workers and no id
-is issued twice however the threads race. Replies are sent outside that lock,
-so a peer that stops reading blocks only its own thread (and is dropped once a
-send has waited --send-timeout). A timer thread answers FETCH <seconds> that
-run out and closes connections that never finish a line.
+is issued twice however the threads race. Every reply is queued on its peer
+under that lock, so each peer's replies keep the core's order whichever thread
+made them; they are sent outside the lock, so a peer that stops reading blocks
+only its own thread (and is dropped once a send has waited SEND_TIMEOUT). With
+a store, a reply waits in the queue until the changes it acknowledges are on
+disk. A timer thread answers FETCH <seconds> that run out and closes
+connections that never finish a line.
 """
 
 import socket
 import struct
 import sys
 import threading
+from collections import deque
 from time import monotonic
 
 from impl_select.broker_main import run_broker
@@ -25,12 +29,14 @@ SEND_TIMEOUT = 30.0
 class Peer:
     """A connected socket; its own thread reads, anyone may send (under send_lock)."""
 
-    __slots__ = ("sock", "conn", "send_lock")
+    __slots__ = ("sock", "conn", "send_lock", "outbox")
 
     def __init__(self, sock, conn):
         self.sock = sock
         self.conn = conn
         self.send_lock = threading.Lock()
+        # (store changes it acknowledges, bytes), queued under the core lock.
+        self.outbox = deque()
 
 
 class ThreadedBroker:
@@ -87,42 +93,57 @@ class ThreadedBroker:
                 with lock:
                     now = monotonic()
                     reply = core.receive(conn, data, now) if data else core.end_of_input(conn, now)
-                    deliveries = self._take_deliveries()
-                    synced_through = core.store.recorded if core.store is not None else 0
-                if core.store is not None:
-                    core.store.sync(synced_through)     # group commit: threads share it
-                if reply:
-                    self._send(peer, reply)
-                self._deliver(deliveries)
+                    mark = self._recorded()
+                    if reply:
+                        peer.outbox.append((mark, reply))
+                    others = self._post_deliveries(mark)
+                self._send_posted(mark, peer, *others)
         except OSError:
             pass
         finally:
             self._close_peer(peer)
 
-    def _take_deliveries(self):
-        """Under the lock: the replies core produced for other connections.
+    def _recorded(self):
+        return 0 if self.core.store is None else self.core.store.recorded
 
-        The core's list is never handed out itself: another thread may append
-        to it as soon as the lock is released, and both would send that line.
-        """
+    def _post_deliveries(self, mark):
+        """Under the lock: queue the replies core made for other connections;
+        returns their peers."""
         self.timer_wakeup.notify()      # a FETCH <seconds> may have started waiting
         deliveries = self.core.deliveries
         if not deliveries:
             return ()
         self.core.deliveries = []
-        return deliveries
-
-    def _deliver(self, deliveries):
+        peers = []
         for conn, data in deliveries:
             peer = conn.io
             if peer is not None:
-                self._send(peer, data)
+                peer.outbox.append((mark, data))
+                peers.append(peer)
+        return peers
 
-    def _send(self, peer, data):
+    def _send_posted(self, mark, *peers):
+        """Outside the lock: once changes up to ``mark`` are durable, send what the
+        peers' queues hold. Whoever queued a reply sends it, or finds it sent."""
+        store = self.core.store
+        if store is not None:
+            store.sync(mark)      # group commit: threads share it
+        for peer in peers:
+            self._flush(peer)
+
+    def _flush(self, peer):
+        store, outbox = self.core.store, peer.outbox
         with peer.send_lock:
+            synced = None if store is None else store.synced
+            ready = []
+            while outbox and (synced is None or outbox[0][0] <= synced):
+                ready.append(outbox.popleft()[1])
+            if not ready:
+                return
             try:
-                peer.sock.sendall(data)
+                peer.sock.sendall(ready[0] if len(ready) == 1 else b"".join(ready))
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
+                outbox.clear()
                 _shut(peer.sock)
 
     def _timer_loop(self):
@@ -133,13 +154,13 @@ class ThreadedBroker:
                 now = monotonic()
                 if deadline is not None and deadline <= now:
                     core.tick(now)
-                    deliveries = self._take_deliveries()
+                    mark = self._recorded()
+                    peers = self._post_deliveries(mark)
                     self.lock.release()
                     try:
-                        self._deliver(deliveries)
-                        for conn, _ in deliveries:
-                            peer = conn.io
-                            if conn.closing and peer is not None:
+                        self._send_posted(mark, *peers)
+                        for peer in peers:
+                            if peer.conn.closing:
                                 # IDLE_TIMEOUT: wake its reader, which is blocked on an
                                 # unfinished line; SHUT_RD leaves sending intact.
                                 _shut(peer.sock, socket.SHUT_RD)
@@ -154,8 +175,9 @@ class ThreadedBroker:
             self.peers.discard(peer)
             peer.conn.io = None
             self.core.close(peer.conn, monotonic())
-            deliveries = self._take_deliveries()      # a requeued job may wake a waiting FETCH
-        self._deliver(deliveries)
+            mark = self._recorded()
+            peers = self._post_deliveries(mark)      # a requeued job may wake a waiting FETCH
+        self._send_posted(mark, *peers)
 
     def _shutdown(self):
         for sock in self.listeners.values():

@@ -13,8 +13,17 @@ list; a JOB handled by another thread in that window appended the waiting
 worker's ``JOB n text`` to that list, and both threads sent it. A real worker
 (long-poll is its default) then read a JOB while streaming, dropped the
 connection as a protocol error, and the job ran again. See RELIABILITY.md.
+
+``test_replies_keep_order_when_a_job_wakes_a_waiting_fetch``: a worker waits
+in ``FETCH <seconds>``; with the broker stopped (SIGSTOP), a client submits a
+JOB and the worker sends STATS, so both are read in one go. The worker must
+read the JOB (the answer to its FETCH) before the STATS reply. The select
+broker queued the JOB for the end of its loop iteration and sent the STATS
+reply first; the threads broker sent it from the client's thread after
+releasing the lock, racing the worker's own thread.
 """
 
+import signal
 import time
 
 import pytest
@@ -49,6 +58,43 @@ def test_waiting_fetch_answered_once(impl):
             assert reply == "OK", (
                 f"[{impl}] round {n}: the waiting FETCH got {job!r}; then DONE {n} expected OK, "
                 f"got {reply!r} (the same JOB line twice)")
+    finally:
+        for conn in conns:
+            conn.close()
+        if broker is not None:
+            broker.close()
+
+
+ORDER_ROUNDS = 400
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=[impl.split("_", 1)[1] for impl in IMPLS])
+def test_replies_keep_order_when_a_job_wakes_a_waiting_fetch(impl):
+    deadline = time.monotonic() + DEADLINE
+    broker = None
+    conns = []
+    try:
+        broker = Broker(impl)
+        control, client = Wire(broker.client_port), Wire(broker.client_port)
+        worker = Wire(broker.worker_port)
+        conns = [control, client, worker]
+        for n in range(1, ORDER_ROUNDS + 1):
+            assert time.monotonic() < deadline, f"[{impl}] only {n - 1} of {ORDER_ROUNDS} rounds in time"
+            worker.send("FETCH 60")                       # nothing queued: it waits
+            assert control.ask("STATS", deadline).startswith("STATS ")
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                client.send(f"JOB order {n}")             # on loopback, queued at the broker
+                worker.send("STATS")                      # when send() returns
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+            first, second = worker.line_or_eof(deadline), worker.line_or_eof(deadline)
+            assert (first, (second or "")[:6]) == (f"JOB {n} order {n}", "STATS "), (
+                f"[{impl}] round {n}: worker sent FETCH 60, then STATS after the JOB was "
+                f"submitted; expected 'JOB {n} order {n}' then the STATS reply, got "
+                f"{first!r} then {second!r}")
+            assert client.line_or_eof(deadline) == f"ID {n}"
+            assert worker.ask(f"DONE {n}", deadline) == "OK"
     finally:
         for conn in conns:
             conn.close()
