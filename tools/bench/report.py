@@ -282,6 +282,11 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None)
         "`/proc/PID/stat`): memory it maps and touches afresh, each fault costing kernel "
         "CPU time. Every run starts a fresh broker: no warm-up, as a broker meets its first "
         "clients.\n")
+    if any(row.broker == "original" for row in rows):
+        add("**`original`** is the original system's broker (`tests/original/workQueue.py`, the "
+            "reconstruction the conformance tests hold to the core level), measured in the "
+            "closed loop and the job cycle for reference: the baseline that issue 6 asks to "
+            "beat.\n")
 
     add("## Targets (select broker)\n")
     add(TARGETS_INTRO + "\n")

@@ -28,7 +28,11 @@ BEANSTALKD_PATHS = ("/usr/sbin/beanstalkd", "/usr/bin/beanstalkd", "/usr/local/b
 _STARTUP = re.compile(r"workq broker \((\w+)\): clients on [^\s,]+:(\d+), workers on [^\s,]+:(\d+)")
 
 OUR_BROKERS = ("select", "threads")
-ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS
+# The original system's broker (a reconstruction kept as a test fixture): the
+# baseline issue 6 quotes, measured in the same run for reference.
+ORIGINAL = "original"
+ORIGINAL_SCRIPT = ROOT / "tests" / "original" / "workQueue.py"
+ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS + (ORIGINAL,)
 
 
 class BrokerError(Exception):
@@ -139,6 +143,30 @@ class OurBroker(Broker):
                 self.stop()
                 raise BrokerError(f"{' '.join(argv[1:])} did not start: {output.strip()[-500:]!r}")
             time.sleep(0.02)
+
+
+class OriginalBroker(Broker):
+    """``python3 tests/original/workQueue.py CLIENT_PORT WORKER_PORT``: ports that
+    were free a moment before (it cannot take port 0), retried if taken meanwhile."""
+
+    protocol = Workq
+    name = ORIGINAL
+
+    def start(self):
+        output = ""
+        for _ in range(5):
+            ports = free_port(), free_port()
+            self._spawn([sys.executable, str(ORIGINAL_SCRIPT), *map(str, ports)],
+                        dict(os.environ, PYTHONUNBUFFERED="1"))
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if "work queue: clients on port" in self.output():
+                    self.client, self.worker = (HOST, ports[0]), (HOST, ports[1])
+                    return self
+                time.sleep(0.02)
+            output = self.output()
+            self.stop()
+        raise BrokerError(f"{ORIGINAL_SCRIPT.name} did not start: {output.strip()[-500:]!r}")
 
 
 class Beanstalkd(Broker):
