@@ -15,7 +15,7 @@ from tools.bench import loadgen, procstat, report
 from tools.bench.loadgen import Load
 from tools.bench.protocols import PAYLOAD, Beanstalk, ProtocolError, Workq
 from tools.bench.scenarios import Bench, Config, Row, percentiles
-from tools.bench.servers import Beanstalkd, OurBroker, _which_beanstalkd
+from tools.bench.servers import Beanstalkd, OriginalBroker, OurBroker, _which_beanstalkd
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 60     # hang guard only
@@ -173,6 +173,25 @@ def test_same_generator_drives_beanstalkd():
             assert (cycled.ops, cycled.errors) == (20, 0), cycled
         finally:
             loadgen.close_all(socks)
+
+
+@pytest.mark.parametrize("make", [lambda: OurBroker("floor"), OriginalBroker], ids=["floor", "original"])
+def test_reference_brokers_take_the_closed_loop_and_the_cycle(make):
+    with make().start() as server:
+        socks = loadgen.connect(server.client, 2)
+        try:
+            load = loadgen.closed_loop(socks, Workq.submit(), Workq.submit_ok, 20, 30)
+            assert (load.ops, load.errors) == (20, 0), load
+            load = loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 50, 2, 300, 30)
+            assert (load.ops, load.errors) == (300, 0), load
+        finally:
+            loadgen.close_all(socks)
+        workers = loadgen.connect(server.worker, 2)
+        try:
+            cycled = loadgen.cycle(workers, Workq, 40, 30)
+            assert (cycled.ops, cycled.errors) == (40, 0), cycled
+        finally:
+            loadgen.close_all(workers)
 
 
 # -- report ------------------------------------------------------------------------------

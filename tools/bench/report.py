@@ -287,6 +287,12 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None)
             "reconstruction the conformance tests hold to the core level), measured in the "
             "closed loop and the job cycle for reference: the baseline that issue 6 asks to "
             "beat.\n")
+    if any(row.broker == "floor" for row in rows):
+        add("**`floor`** is not a broker: a raw `epoll` loop in Python that reads a request and "
+            "answers by its first letter, with no parsing, no job table and no checks "
+            "(`tools/bench/floor_broker.py`). It is the least any CPython broker of this design "
+            "costs per request on this machine; a target below it cannot be reached by "
+            "tuning the protocol code.\n")
 
     add("## Targets (select broker)\n")
     add(TARGETS_INTRO + "\n")

@@ -12,15 +12,16 @@ import time
 from dataclasses import dataclass, field
 
 from . import loadgen, procstat
-from .servers import ORIGINAL, Beanstalkd, BrokerError, OriginalBroker, OurBroker
+from .servers import FLOOR, ORIGINAL, REFERENCES, Beanstalkd, BrokerError, OriginalBroker, OurBroker
 
 # Ours get room for the memory scenario's million jobs (the default is 1,000,000).
 BIG_QUEUE = ("--max-waiting", "2000000")
-# Where the original broker takes part: the per-request scenarios whose CPU
-# issue 6 quotes for it. It has no long-poll and no store, select.select()
-# cannot hold 10,000 connections, and against pipelined writes its reply-per-line
-# sendall without TCP_NODELAY stalls on delayed ACKs (40 ms per batch here).
-ORIGINAL_SCENARIOS = {"closed", "cycle"}
+# Where the reference brokers (original, floor) take part: the per-request
+# scenarios of the CPU targets. The original has no long-poll and no store,
+# select.select() cannot hold 10,000 connections, and against pipelined writes
+# its reply-per-line sendall without TCP_NODELAY stalls on delayed ACKs (40 ms
+# per batch here); the floor has no protocol beyond these two scenarios.
+REFERENCE_SCENARIOS = {"closed", "cycle"}
 
 
 @dataclass
@@ -158,11 +159,11 @@ class Bench:
             return Beanstalkd(self.beanstalkd_path, beanstalk)
         if name == ORIGINAL:
             return OriginalBroker()
-        return OurBroker(name, ours)
+        return OurBroker(name, () if name == FLOOR else ours)
 
     def brokers_in(self, scenario):
         return [name for name in self.brokers
-                if name != ORIGINAL or scenario in ORIGINAL_SCENARIOS]
+                if name not in REFERENCES or scenario in REFERENCE_SCENARIOS]
 
     def measure(self, row, broker, address, connections, load, args, procs=1):
         """Connect, read the broker's CPU (and page faults), run ``load(socks, *args)``,

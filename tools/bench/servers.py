@@ -32,7 +32,11 @@ OUR_BROKERS = ("select", "threads")
 # baseline issue 6 quotes, measured in the same run for reference.
 ORIGINAL = "original"
 ORIGINAL_SCRIPT = ROOT / "tests" / "original" / "workQueue.py"
-ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS + (ORIGINAL,)
+# A Python loop that only reads and answers (tools/bench/floor_broker.py): the
+# least any CPython broker of this design costs, for reference.
+FLOOR = "floor"
+REFERENCES = (ORIGINAL, FLOOR)
+ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS + REFERENCES
 
 
 class BrokerError(Exception):
@@ -114,7 +118,8 @@ class Broker:
 
 
 class OurBroker(Broker):
-    """``python3 -m impl_<flavour>.broker 0 0 [options]``, optionally under cProfile."""
+    """``python3 -m impl_<flavour>.broker 0 0 [options]``, optionally under cProfile
+    (or the floor loop, ``tools.bench.floor_broker``, which takes no options)."""
 
     protocol = Workq
 
@@ -124,9 +129,10 @@ class OurBroker(Broker):
         self.flavour = flavour
         self.options = list(options)
         self.profile_to = profile_to
+        self.module = "tools.bench.floor_broker" if flavour == FLOOR else f"impl_{flavour}.broker"
 
     def start(self):
-        module = f"impl_{self.flavour}.broker"
+        module = self.module
         runner = ["-m", "cProfile", "-o", str(self.profile_to)] if self.profile_to else []
         argv = [sys.executable, *runner, "-m", module, "0", "0", *self.options]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
