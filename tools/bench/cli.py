@@ -31,8 +31,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python3 -m tools.bench",
         description="Benchmark the workq brokers (select, threads) against beanstalkd on this "
-                    "machine with one load generator, with the original system's broker for "
-                    "reference; writes BENCHMARKS.md and PNG plots.",
+                    "machine with one load generator, with the original system's broker and a "
+                    "bare Python loop (floor) for reference; writes BENCHMARKS.md and PNG plots.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny counts and short runs (a smoke test; numbers mean nothing)")
