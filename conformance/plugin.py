@@ -244,6 +244,8 @@ class ExchangeItem(pytest.Item):
         if settings.broker_addr and self.exchange.get("broker_options"):
             pytest.skip("needs a broker started with "
                         + ", ".join(self.exchange["broker_options"]) + "; --broker-addr names a running one")
+        if settings.broker_addr and any("pause_broker" in step for step in self.exchange["steps"]):
+            pytest.skip("pauses the broker (SIGSTOP); --broker-addr names one the suite did not start")
         self.exchange_run = ExchangeRun(self.exchange, settings)
         self.exchange_run.run()
 

@@ -69,6 +69,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         self.status_polls = 0
         self.extra_readers = []  # more sockets _pump reads: listener, capture
         self.option_files = []   # files written for file-valued broker options
+        self.broker_paused = False
 
     # -- the whole exchange ------------------------------------------------
 
@@ -123,6 +124,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         return "".join(" " + word for word in words)
 
     def _stop_targets(self):
+        if self.broker_paused:
+            self.broker.resume()       # a failure while paused must not leave it stopped
         for connection in self.connections.values():
             if not connection.closed_by_us:
                 connection.close()
@@ -157,7 +160,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
 
     ACTIONS = ("connect", "send", "send_raw", "send_repeat", "expect", "expect_closed",
                "close", "shutdown_write", "wait_state", "start_worker", "stop_worker",
-               "expect_words", "expect_syslog", "accept_worker", "expect_idle_wait")
+               "expect_words", "expect_syslog", "accept_worker", "expect_idle_wait",
+               "pause_broker", "resume_broker")
 
     def _run_step(self, step):
         actions = [key for key in step if key in self.ACTIONS]
@@ -345,6 +349,22 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         finally:
             connection.close()
             del self.connections[name]
+
+    def _pause_broker(self, value, step, deadline, timeout):
+        if self.broker is None:
+            raise SpecError(f"step {self.step_number}: pause_broker needs a broker the suite "
+                            "started (not the worker role, not --broker-addr)")
+        self.broker.pause()
+        self.broker_paused = True
+        self._step_note("-- broker paused (SIGSTOP): what is sent now waits in its socket "
+                        "buffers until it resumes")
+
+    def _resume_broker(self, value, step, deadline, timeout):
+        if not self.broker_paused:
+            raise SpecError(f"step {self.step_number}: resume_broker without pause_broker")
+        self.broker.resume()
+        self.broker_paused = False
+        self._step_note("-- broker resumed (SIGCONT): it reads everything sent meanwhile at once")
 
     def _start_worker(self, name, step, deadline, timeout):
         if name in self.workers:

@@ -139,6 +139,13 @@ class Target:
         except ProcessLookupError:
             pass
 
+    def pause(self):
+        """SIGSTOP the process group: the target runs no code until ``resume``."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self):
+        self._signal(signal.SIGCONT)
+
     def terminate(self, grace=STOP_GRACE_SECONDS):
         """SIGTERM, then SIGKILL after ``grace`` s; True if SIGTERM was enough."""
         if self.returncode is not None:

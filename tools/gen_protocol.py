@@ -170,6 +170,10 @@ def transcript(exchange):
                          + (f"  ({'; '.join(notes)})" if notes else "") + within)
         elif "expect_syslog" in step:
             lines.append(f"L< {quoted(step['expect_syslog'])}{within}")
+        elif "pause_broker" in step:
+            lines.append("-- the broker is paused (SIGSTOP): it reads nothing until it resumes")
+        elif "resume_broker" in step:
+            lines.append("-- the broker resumes (SIGCONT) and reads everything sent meanwhile at once")
         else:
             lines.append(f"-- {step}")
     return "\n".join(lines)
