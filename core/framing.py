@@ -57,7 +57,7 @@ class LineFramer:
         nothing is held before it (the usual read of a peer that waits for each
         reply), else None: then ``feed`` it. Nothing is kept either way."""
         end = len(data) - 1
-        if data.find(b"\n") != end or not data or end > self.max_line or self._partial or self.too_long:
+        if not data or data.find(b"\n") != end or end > self.max_line or self._partial or self.too_long:
             return None
         return data[:end - 1] if data[end - 1:end] == b"\r" else data[:end]
 

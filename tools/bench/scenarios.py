@@ -318,8 +318,7 @@ class Bench:
                     note = row.note
                     row.__dict__.update({k: v for k, v in chosen.__dict__.items()
                                          if k not in ("extra", "note")})
-                    row.note = _join(note, chosen.note)
-                    row.note = _join(row.note, "median of {} runs ({})".format(
+                    row.note = _join(note, chosen.note, "median of {} runs ({})".format(
                         repeats, ", ".join(fmt_k(r.throughput) for r in runs)))
                     if name == "threads":
                         row.extra["threads"] = procstat.thread_count(broker.pid)
@@ -366,39 +365,30 @@ class Bench:
     def dispatch(self):
         cfg = self.config
         for name in self.brokers_in("dispatch"):
-            row = Row("dispatch", "long-poll" if name != "beanstalkd" else "reserve", name)
-
-            def body(broker, row=row):
-                client, = loadgen.connect(broker.client, 1)
-                worker, = loadgen.connect(broker.worker, 1)
-                try:
-                    before = procstat.cpu_seconds(broker.pid)
-                    load = loadgen.dispatch_waiting(client, worker, broker.protocol,
-                                                    cfg.dispatch_samples)
-                    row.fill(load, procstat.cpu_seconds(broker.pid) - before)
-                finally:
-                    loadgen.close_all([client, worker])
-                row.extra["mean"] = statistics.fmean(load.latencies) if load.latencies else None
-
-            self.run_one(row, self.make(name), body)
+            self.dispatch_row(name, "long-poll" if name != "beanstalkd" else "reserve",
+                              loadgen.dispatch_waiting, cfg.dispatch_samples)
         for name in self.brokers_in("dispatch"):
-            if name == "beanstalkd":
-                continue
-            row = Row("dispatch", f"polling {cfg.polling_interval:g} s", name)
+            if name != "beanstalkd":
+                self.dispatch_row(name, f"polling {cfg.polling_interval:g} s",
+                                  loadgen.dispatch_polling, cfg.polling_samples,
+                                  cfg.polling_interval)
 
-            def body(broker, row=row):
-                client, = loadgen.connect(broker.client, 1)
-                worker, = loadgen.connect(broker.worker, 1)
-                try:
-                    before = procstat.cpu_seconds(broker.pid)
-                    load = loadgen.dispatch_polling(client, worker, broker.protocol,
-                                                    cfg.polling_samples, cfg.polling_interval)
-                    row.fill(load, procstat.cpu_seconds(broker.pid) - before)
-                finally:
-                    loadgen.close_all([client, worker])
-                row.extra["mean"] = statistics.fmean(load.latencies) if load.latencies else None
+    def dispatch_row(self, name, label, load, *args):
+        """One client and one worker; ``load(client, worker, protocol, *args)``."""
+        row = Row("dispatch", label, name)
 
-            self.run_one(row, self.make(name), body)
+        def body(broker):
+            client, = loadgen.connect(broker.client, 1)
+            worker, = loadgen.connect(broker.worker, 1)
+            try:
+                before = procstat.cpu_seconds(broker.pid)
+                result = load(client, worker, broker.protocol, *args)
+                row.fill(result, procstat.cpu_seconds(broker.pid) - before)
+            finally:
+                loadgen.close_all([client, worker])
+            row.extra["mean"] = statistics.fmean(result.latencies) if result.latencies else None
+
+        self.run_one(row, self.make(name), body)
 
     def durable(self):
         cfg = self.config
