@@ -28,7 +28,8 @@ import heapq
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
-from .messages import RequestError, chunk_is_plain, err, line_is_plain, parse_job_id, parse_request
+from .messages import (MAX_JOB_TEXT, MAX_WORD, RequestError, chunk_is_plain, err,
+                       has_overlong_word, line_is_plain, parse_job_id, parse_request)
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
            "WAITING", "RUNNING", "COMPLETED", "TRANSITIONS"]
@@ -69,7 +70,7 @@ class Connection:
     """Per-connection protocol state: its port, its line framer, the jobs it holds."""
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
-                 "waiting_fetch", "backlog", "partial_since", "io")
+                 "waiting_fetch", "backlog", "partial_since", "input_ended", "io")
 
     def __init__(self, port, max_line, handlers, authenticated):
         self.port = port
@@ -81,6 +82,9 @@ class Connection:
         self.waiting_fetch = None    # deadline of a FETCH <seconds> not yet answered
         self.backlog = None          # lines received while it waits
         self.partial_since = None    # when an unfinished line started (idle timeout)
+        # The peer sent EOF while replies were still owed (a FETCH <seconds> waits):
+        # the shell stops reading; ``closing`` follows once the last one is made.
+        self.input_ended = False
         self.io = None               # the shell's object for this connection
 
     def __repr__(self):
@@ -171,12 +175,22 @@ class BrokerCore:
         return b"".join(replies)
 
     def end_of_input(self, conn, now=0.0):
-        """The peer will send nothing more: answer an unterminated last line."""
-        if conn.closing:          # already answered its last (ERR IDLE_TIMEOUT, AUTH_FAILED...)
+        """The peer will send nothing more (it half-closed or closed): answer an
+        unterminated last line, and set ``closing`` once every reply owed is made.
+
+        A FETCH <seconds> that waits is still owed its JOB or NOJOB, and the lines
+        held behind it their replies (spec: framing): then ``input_ended`` is set,
+        the shell stops reading but keeps the connection, and the reply comes as a
+        delivery, after which ``closing`` is set. Calling it again does nothing.
+        """
+        if conn.closing or conn.input_ended:   # answered its last already (ERR IDLE_TIMEOUT...)
             return b""
         partial = conn.framer.take_partial()
         reply = self.receive(conn, partial + b"\n", now) if partial else b""
-        conn.closing = True
+        if conn.waiting_fetch is None or conn.closing:
+            conn.closing = True
+        else:
+            conn.input_ended = True
         return reply
 
     def close(self, conn, now=0.0):
@@ -285,6 +299,8 @@ class BrokerCore:
                 conn.backlog = backlog[index + 1:]
                 break
             replies.append(reply)
+        if conn.input_ended and conn.waiting_fetch is None:
+            conn.closing = True                   # that was the last reply it is owed
         self.deliveries.append((conn, b"".join(replies)))
 
     @staticmethod
@@ -299,6 +315,13 @@ class BrokerCore:
         waiting, texts = self.waiting, self.texts
         if not text:
             raise RequestError("EMPTY_JOB", "job text is empty")
+        if len(text) > MAX_WORD:       # rare: one length check on the usual path
+            if len(text) > MAX_JOB_TEXT:
+                raise RequestError("JOB_TOO_LONG", f"job text longer than {MAX_JOB_TEXT} bytes "
+                                   "(its JOB line would not fit a worker's line limit)")
+            if has_overlong_word(text):
+                raise RequestError("WORD_TOO_LONG", f"a word longer than {MAX_WORD} bytes "
+                                   "(it would not fit one UDP datagram)")
         if len(waiting) >= self.max_waiting:
             raise RequestError("QUEUE_FULL", f"queue full: {self.max_waiting} jobs waiting")
         job_id = len(texts)

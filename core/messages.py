@@ -7,9 +7,12 @@ whole read's replies and send them at once.
 
 import re
 
+from .framing import DEFAULT_MAX_LINE
+
 __all__ = [
     "Request", "chunk_is_plain", "line_is_plain", "parse_request", "RequestError", "parse_job_id",
-    "Reply", "parse_reply", "err",
+    "Reply", "parse_reply", "err", "LINE_LIMIT", "MAX_JOB_TEXT",
+    "MAX_WORD", "has_overlong_word",
 ]
 
 # C0 controls and DEL, except TAB: a bare CR, a NUL or an escape sequence in a
@@ -22,6 +25,24 @@ _UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f
 # faster than chunk_is_plain's passes on a line of a few dozen bytes.
 _UNPLAIN_IN_LINE = re.compile(rb"[^\t\x20-\x7e]")
 MAX_ID_DIGITS = 18
+# The longest line every reader must accept (spec: framing, line_limit_bytes),
+# LF or CRLF excluded: brokers, workers and clients alike.
+LINE_LIMIT = DEFAULT_MAX_LINE
+# The longest job text a broker accepts (spec: client.job): the JOB line that
+# hands it out, "JOB <id> <text>" with an id of up to MAX_ID_DIGITS digits,
+# must fit LINE_LIMIT, or no worker could take the job.
+MAX_JOB_TEXT = LINE_LIMIT - len(b"JOB ") - MAX_ID_DIGITS - len(b" ")
+# The longest word (spec: client.job): the word plus LF must fit one UDP
+# datagram over IPv4, 65,535 bytes less 20 of IP and 8 of UDP header
+# (RFC 791, RFC 768).
+MAX_WORD = 65535 - 20 - 8 - len(b"\n")
+_OVERLONG_WORD = re.compile(rb"[^ \t]{%d}" % (MAX_WORD + 1))
+
+
+def has_overlong_word(text):
+    """True when ``text`` (bytes) has a word of more than MAX_WORD bytes; words
+    are separated by runs of spaces and tabs (spec: output.multicast)."""
+    return len(text) > MAX_WORD and _OVERLONG_WORD.search(text) is not None
 
 
 class RequestError(Exception):

@@ -31,6 +31,17 @@ def positive_int(text):
     return value
 
 
+def max_line_bytes(text):
+    """--max-line: a positive whole number no larger than the spec's line limit,
+    which every reader accepts (spec: framing); raising it would let the broker
+    accept what nobody downstream can read."""
+    value = positive_int(text)
+    if value > DEFAULT_MAX_LINE:
+        raise argparse.ArgumentTypeError(
+            f"at most {DEFAULT_MAX_LINE} (the line limit every reader accepts): {value}")
+    return value
+
+
 def broker_parser(prog, flavour):
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -47,9 +58,10 @@ def broker_parser(prog, flavour):
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only; "
                              "the original system listened everywhere: use 0.0.0.0 for that)")
-    parser.add_argument("--max-line", type=positive_int, default=DEFAULT_MAX_LINE,
-                        help=f"longest line accepted, in bytes (default {DEFAULT_MAX_LINE}); "
-                             "a longer one gets ERR LINE_TOO_LONG and the connection is closed")
+    parser.add_argument("--max-line", type=max_line_bytes, default=DEFAULT_MAX_LINE,
+                        help=f"longest line accepted, in bytes, 1-{DEFAULT_MAX_LINE} (default "
+                             f"{DEFAULT_MAX_LINE}, the line limit every reader accepts); a longer "
+                             "one gets ERR LINE_TOO_LONG and the connection is closed")
     parser.add_argument("--max-output", type=positive_int, default=DEFAULT_MAX_OUTPUT,
                         help="replies buffered for a peer that does not read, in bytes, before "
                              f"it is disconnected (default {DEFAULT_MAX_OUTPUT})")

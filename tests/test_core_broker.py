@@ -60,6 +60,59 @@ def test_unterminated_last_line_is_answered_at_end_of_input(broker):
     assert client.closing
 
 
+@pytest.mark.parametrize("sent", [b"FETCH 5\n", b"FETCH 5"], ids=["with LF", "without LF"])
+def test_a_waiting_fetch_is_still_answered_after_end_of_input(broker, sent):
+    worker = broker.open(WORKER)
+    assert broker.receive(worker, sent, now=0.0) == b""
+    assert broker.end_of_input(worker, now=0.0) == b""
+    assert not worker.closing, "closed while its FETCH was still owed a reply"
+    assert broker.end_of_input(worker, now=0.1) == b"", "a second EOF must change nothing"
+    broker.tick(5.0)
+    assert broker.deliveries == [(worker, b"NOJOB\n")]
+    assert worker.closing, "not closed after the last reply it was owed"
+
+
+def test_lines_held_behind_a_waiting_fetch_are_answered_in_order_after_end_of_input(broker):
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    broker.receive(worker, b"FETCH 5\nFETCH\nSTATS\n", now=0.0)
+    broker.end_of_input(worker, now=0.0)
+    talk(broker, client, b"JOB late\n")
+    [(conn, data)] = broker.deliveries
+    assert conn is worker and data.decode().splitlines()[:2] == ["JOB 1 late", "NOJOB"]
+    assert data.decode().splitlines()[2].startswith("STATS ")
+    assert worker.closing
+    broker.close(worker)
+    assert talk(broker, client, b"STATUS 1\n") == ["waiting"], \
+        "a job handed to a half-closed worker must go back to waiting at the close"
+
+
+def test_the_longest_job_text_fits_the_job_line_every_reader_accepts():
+    from core.messages import LINE_LIMIT, MAX_ID_DIGITS, MAX_JOB_TEXT
+    core = BrokerCore()
+    client, worker = core.open(CLIENT), core.open(WORKER)
+    text = b"e " * (MAX_JOB_TEXT // 2) + b"e"
+    assert len(text) == MAX_JOB_TEXT
+    assert core.receive(client, b"JOB " + text + b"\n") == b"ID 1\n"
+    line = core.receive(worker, b"FETCH\n")
+    assert line == b"JOB 1 " + text + b"\n"
+    longest = len(b"JOB ") + MAX_ID_DIGITS + 1 + MAX_JOB_TEXT
+    assert longest == LINE_LIMIT, f"JOB line with an 18-digit id is {longest} bytes, limit {LINE_LIMIT}"
+    reply = core.receive(client, b"JOB " + text + b"e\n")
+    assert reply.startswith(b"ERR JOB_TOO_LONG "), reply[:80]
+    assert core.receive(client, b"STATUS 2\n") == b"unknown\n", "a refused job must not be queued"
+
+
+def test_a_word_that_no_datagram_can_carry_is_refused():
+    from core.messages import MAX_WORD
+    core = BrokerCore()
+    client = core.open(CLIENT)
+    assert core.receive(client, b"JOB a " + b"w" * MAX_WORD + b"\n") == b"ID 1\n"
+    reply = core.receive(client, b"JOB a " + b"w" * (MAX_WORD + 1) + b"\n")
+    assert reply.startswith(b"ERR WORD_TOO_LONG "), reply[:80]
+    reply = core.receive(client, b"JOB a\t" + b"w" * (MAX_WORD + 1) + b"\n")
+    assert reply.startswith(b"ERR WORD_TOO_LONG "), "a tab separates words too"
+
+
 def test_stats_counts_connections_and_jobs(broker):
     client, worker = broker.open(CLIENT), broker.open(WORKER)
     talk(broker, client, b"JOB a\nJOB b\n")

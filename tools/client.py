@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 
-from core.messages import parse_reply
+from core.messages import LINE_LIMIT, parse_reply
 from tools.words import random_job_text
 
 __all__ = [
@@ -233,6 +233,9 @@ class Connection:
             if not data:
                 raise self._lost("closed by the broker before it replied")
             self._buf += data
+            if b"\n" not in self._buf and len(self._buf) > LINE_LIMIT + 1:
+                # +1: a CR that may be the first half of CRLF (spec: framing)
+                raise self._lost(f"sent a reply line longer than {LINE_LIMIT} bytes")
         line, _, self._buf = self._buf.partition(b"\n")
         return line.rstrip(b"\r").decode("utf-8", "replace")
 
