@@ -92,3 +92,21 @@ def test_seed_walkthrough(impl, ports):
             stop(worker)
         stop(broker)
     assert broker.returncode == 0, f"broker should exit 0 on SIGTERM, got {broker.returncode}"
+
+
+@pytest.mark.skipif(not shutil.which("nc"), reason="needs nc (netcat-openbsd)")
+@pytest.mark.parametrize("impl", ["impl_select", "impl_threads"])
+@pytest.mark.parametrize("sent", ["FETCH 1\n", "FETCH 1"], ids=["LF", "no LF"])
+def test_nc_fetch_with_a_wait_then_half_close_gets_its_reply(impl, sent, ports):
+    """`printf 'FETCH 1\\n' | nc -q 3 127.0.0.1 50001`: nc half-closes at the end of
+    its input; the broker still owes the FETCH its NOJOB (spec: framing)."""
+    client_port, worker_port, _, _ = ports
+    broker = start(f"{impl}.broker", str(client_port), str(worker_port))
+    try:
+        broker.stdout.readline()
+        nc = subprocess.run(["nc", "-q", "3", "127.0.0.1", str(worker_port)], input=sent,
+                            capture_output=True, text=True, timeout=10)
+        assert nc.stdout == "NOJOB\n", \
+            f"expected the owed reply 'NOJOB' before the close, got {nc.stdout!r} {nc.stderr!r}"
+    finally:
+        stop(broker)
