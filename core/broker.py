@@ -70,7 +70,7 @@ class Connection:
     """Per-connection protocol state: its port, its line framer, the jobs it holds."""
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
-                 "waiting_fetch", "backlog", "partial_since", "input_ended", "io")
+                 "waiting_fetch", "backlog", "partial_since", "io")
 
     def __init__(self, port, max_line, handlers, authenticated):
         self.port = port
@@ -82,9 +82,6 @@ class Connection:
         self.waiting_fetch = None    # deadline of a FETCH <seconds> not yet answered
         self.backlog = None          # lines received while it waits
         self.partial_since = None    # when an unfinished line started (idle timeout)
-        # The peer sent EOF while replies were still owed (a FETCH <seconds> waits):
-        # the shell stops reading; ``closing`` follows once the last one is made.
-        self.input_ended = False
         self.io = None               # the shell's object for this connection
 
     def __repr__(self):
@@ -175,22 +172,24 @@ class BrokerCore:
         return b"".join(replies)
 
     def end_of_input(self, conn, now=0.0):
-        """The peer will send nothing more (it half-closed or closed): answer an
-        unterminated last line, and set ``closing`` once every reply owed is made.
+        """The peer will send nothing more (it half-closed or closed): return every
+        reply it is still owed, then ``closing`` is set (spec: framing).
 
-        A FETCH <seconds> that waits is still owed its JOB or NOJOB, and the lines
-        held behind it their replies (spec: framing): then ``input_ended`` is set,
-        the shell stops reading but keeps the connection, and the reply comes as a
-        delivery, after which ``closing`` is set. Calling it again does nothing.
+        An unterminated last line is answered as if it ended in LF. A FETCH
+        <seconds> that waits is answered NOJOB at once, not held: a peer that
+        can no longer send DONE is not made to wait for a job it cannot
+        complete. The lines held behind it are answered after it, in order.
         """
-        if conn.closing or conn.input_ended:   # answered its last already (ERR IDLE_TIMEOUT...)
+        if conn.closing:          # already answered its last (ERR IDLE_TIMEOUT, AUTH_FAILED...)
             return b""
         partial = conn.framer.take_partial()
         reply = self.receive(conn, partial + b"\n", now) if partial else b""
-        if conn.waiting_fetch is None or conn.closing:
-            conn.closing = True
-        else:
-            conn.input_ended = True
+        if conn.waiting_fetch is not None:
+            replies = [reply]
+            while conn.waiting_fetch is not None:      # a held line may be FETCH <seconds> too
+                replies.append(self._finish_wait(conn, _NOJOB, now))
+            reply = b"".join(replies)
+        conn.closing = True
         return reply
 
     def close(self, conn, now=0.0):
@@ -289,7 +288,12 @@ class BrokerCore:
         return []
 
     def _end_wait(self, conn, reply, now):
-        """Answer a waiting FETCH, then the lines held behind it."""
+        """Answer a waiting FETCH, then the lines held behind it, as a delivery."""
+        self.deliveries.append((conn, self._finish_wait(conn, reply, now)))
+
+    def _finish_wait(self, conn, reply, now):
+        """``reply`` to a waiting FETCH, then the replies to the lines held behind
+        it, up to one that waits again; returned joined."""
         conn.waiting_fetch = None
         backlog, conn.backlog = conn.backlog, None
         replies = [reply]
@@ -299,9 +303,7 @@ class BrokerCore:
                 conn.backlog = backlog[index + 1:]
                 break
             replies.append(reply)
-        if conn.input_ended and conn.waiting_fetch is None:
-            conn.closing = True                   # that was the last reply it is owed
-        self.deliveries.append((conn, b"".join(replies)))
+        return b"".join(replies)
 
     @staticmethod
     def _not_here(port, command):

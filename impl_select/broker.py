@@ -161,10 +161,6 @@ class SelectBroker:
                 self._want(peer, WRITE)     # EOF stays readable: stop listening
             else:
                 self._drop(peer)
-        if peer.conn.input_ended and peer.conn.io is peer:
-            # EOF with a reply still owed (a FETCH <seconds> waits): stop reading,
-            # EOF stays readable; the reply comes as a delivery, then the close.
-            self._want(peer, self._listening(peer))
 
     def _deliver(self):
         """Pass on the replies the core addressed to other connections, in order.
@@ -216,7 +212,7 @@ class SelectBroker:
         if len(peer.outbox) > self.max_output:
             self._drop(peer)      # it does not read; keep memory bounded for everyone else
             return
-        self._want(peer, self._listening(peer) | WRITE)
+        self._want(peer, WRITE if peer.conn.closing else READ | WRITE)
 
     def _flush(self, peer):
         try:
@@ -231,31 +227,18 @@ class SelectBroker:
             if peer.conn.closing:
                 self._drop(peer)
             else:
-                self._want(peer, self._listening(peer))
-
-    @staticmethod
-    def _listening(peer):
-        """READ while the peer may still send, else nothing (its EOF stays readable)."""
-        conn = peer.conn
-        return 0 if conn.closing or conn.input_ended else READ
+                self._want(peer, READ)
 
     def _want(self, peer, events):
-        """Watch the peer's socket for ``events``; 0 takes it off the selector."""
         if peer.events != events:
-            if not events:
-                self.selector.unregister(peer.sock)
-            elif not peer.events:
-                self.selector.register(peer.sock, events, peer)
-            else:
-                self.selector.modify(peer.sock, events, peer)
             peer.events = events
+            self.selector.modify(peer.sock, events, peer)
 
     def _drop(self, peer):
         if peer.conn.io is not peer:
             return
         peer.conn.io = None
-        if peer.events:
-            self.selector.unregister(peer.sock)
+        self.selector.unregister(peer.sock)
         peer.sock.close()
         self.core.close(peer.conn, monotonic())
         if self.paused_until is not None:

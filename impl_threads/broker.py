@@ -45,8 +45,6 @@ class ThreadedBroker:
         self.listeners = listeners
         self.lock = threading.Lock()            # every call into core
         self.timer_wakeup = threading.Condition(self.lock)
-        # Notified when a delivery ends what a half-closed peer was owed.
-        self.owed_made = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.peers = set()                      # open peers, shut down on stop
 
@@ -91,9 +89,6 @@ class ThreadedBroker:
         core, lock, conn, sock = self.core, self.lock, peer.conn, peer.sock
         try:
             while not conn.closing:
-                if conn.input_ended:
-                    self._await_owed(peer)
-                    break
                 data = sock.recv(READ_SIZE)
                 with lock:
                     now = monotonic()
@@ -107,15 +102,6 @@ class ThreadedBroker:
             pass
         finally:
             self._close_peer(peer)
-
-    def _await_owed(self, peer):
-        """The peer sent EOF while a FETCH <seconds> waits: wait (not reading) until
-        the core has made the last reply it is owed, then see it sent."""
-        with self.lock:
-            while not peer.conn.closing and not self.stopping.is_set():
-                self.owed_made.wait(0.5)
-            mark = self._recorded()
-        self._send_posted(mark, peer)
 
     def _recorded(self):
         return 0 if self.core.store is None else self.core.store.recorded
@@ -134,8 +120,6 @@ class ThreadedBroker:
             if peer is not None:
                 peer.outbox.append((mark, data))
                 peers.append(peer)
-                if conn.input_ended and conn.closing:
-                    self.owed_made.notify_all()
         return peers
 
     def _send_posted(self, mark, *peers):

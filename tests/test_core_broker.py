@@ -61,29 +61,24 @@ def test_unterminated_last_line_is_answered_at_end_of_input(broker):
 
 
 @pytest.mark.parametrize("sent", [b"FETCH 5\n", b"FETCH 5"], ids=["with LF", "without LF"])
-def test_a_waiting_fetch_is_still_answered_after_end_of_input(broker, sent):
-    worker = broker.open(WORKER)
-    assert broker.receive(worker, sent, now=0.0) == b""
-    assert broker.end_of_input(worker, now=0.0) == b""
-    assert not worker.closing, "closed while its FETCH was still owed a reply"
-    assert broker.end_of_input(worker, now=0.1) == b"", "a second EOF must change nothing"
-    broker.tick(5.0)
-    assert broker.deliveries == [(worker, b"NOJOB\n")]
-    assert worker.closing, "not closed after the last reply it was owed"
-
-
-def test_lines_held_behind_a_waiting_fetch_are_answered_in_order_after_end_of_input(broker):
+def test_a_waiting_fetch_gets_nojob_at_end_of_input_then_the_close(broker, sent):
     client, worker = broker.open(CLIENT), broker.open(WORKER)
-    broker.receive(worker, b"FETCH 5\nFETCH\nSTATS\n", now=0.0)
-    broker.end_of_input(worker, now=0.0)
-    talk(broker, client, b"JOB late\n")
-    [(conn, data)] = broker.deliveries
-    assert conn is worker and data.decode().splitlines()[:2] == ["JOB 1 late", "NOJOB"]
-    assert data.decode().splitlines()[2].startswith("STATS ")
+    assert broker.receive(worker, sent, now=0.0) == b""
+    assert broker.end_of_input(worker, now=0.0) == b"NOJOB\n", "the FETCH is owed its reply"
     assert worker.closing
     broker.close(worker)
-    assert talk(broker, client, b"STATUS 1\n") == ["waiting"], \
-        "a job handed to a half-closed worker must go back to waiting at the close"
+    talk(broker, client, b"JOB later\n")
+    assert broker.deliveries == [], "a closed connection's FETCH must not be handed a job"
+    assert talk(broker, client, b"STATUS 1\n") == ["waiting"]
+
+
+def test_lines_held_behind_a_waiting_fetch_are_answered_in_order_at_end_of_input(broker):
+    worker = broker.open(WORKER)
+    broker.receive(worker, b"FETCH 5\nFETCH 5\nDONE 9\nSTATS", now=0.0)
+    lines = broker.end_of_input(worker, now=0.0).decode().splitlines()
+    assert lines[:2] == ["NOJOB", "NOJOB"] and lines[2].startswith("ERR UNKNOWN_JOB "), lines
+    assert lines[3].startswith("STATS "), f"the unterminated last line is answered last: {lines}"
+    assert worker.closing
 
 
 def test_the_longest_job_text_fits_the_job_line_every_reader_accepts():
