@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tools.mcast_listen import open_receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "239.0.0.1"
 TIMEOUT = 5.0
@@ -117,7 +119,12 @@ class SyslogListener:
             if self.pid is not None:
                 assert int(match[1]) == self.pid, \
                     f"expected the worker's pid {self.pid} in {datagram!r}"
-            message = match[2].decode()
+            try:
+                message = match[2].decode()
+            except UnicodeDecodeError:
+                raise AssertionError(f"expected a UTF-8 syslog message (spec output.syslog), "
+                                     f"got {datagram!r}") from None
+            self.last_datagram = datagram
             self.seen.append(message)
             if re.fullmatch(pattern, message):
                 return message
@@ -130,13 +137,11 @@ class SyslogListener:
 
 
 class MulticastListener:
+    """Joined to GROUP on 127.0.0.1: only that group's datagrams (tools.mcast_listen)."""
+
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("", 0))
+        self.sock = open_receiver(0, GROUP, "127.0.0.1")
         self.port = self.sock.getsockname()[1]
-        mreq = socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
 
     def receive(self, timeout=TIMEOUT):
         if not select.select([self.sock], [], [], timeout)[0]:
