@@ -109,10 +109,25 @@ class SyslogListener:
         """Skip messages until one matches ``pattern`` (a regex, whole message)."""
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            message = self._receive(deadline)
+            if message is None:
                 raise AssertionError(f"expected syslog message matching {pattern!r} within "
                                      f"{timeout} s; got {self.seen}")
+            if re.fullmatch(pattern, message):
+                return message
+
+    def count(self, pattern, seconds):
+        """How many messages matching ``pattern`` arrive in the next ``seconds``."""
+        deadline = time.monotonic() + seconds
+        matched = 0
+        while (message := self._receive(deadline)) is not None:
+            matched += bool(re.fullmatch(pattern, message))
+        return matched
+
+    def _receive(self, deadline):
+        """The next message, or None once the monotonic ``deadline`` has passed."""
+        left = deadline - time.monotonic()
+        if left > 0 and select.select([self.sock], [], [], left)[0]:
             datagram = self.sock.recv(65536)
             match = SYSLOG_LINE.fullmatch(datagram)
             assert match, f"expected '<14>workq-worker[PID]: message', got {datagram!r}"
@@ -126,8 +141,8 @@ class SyslogListener:
                                      f"got {datagram!r}") from None
             self.last_datagram = datagram
             self.seen.append(message)
-            if re.fullmatch(pattern, message):
-                return message
+            return message
+        return None
 
     def expect_in_order(self, *patterns, timeout=TIMEOUT):
         return [self.expect(p, timeout) for p in patterns]
@@ -293,6 +308,36 @@ def test_nojob_then_fetch_again(env):
     env.syslog.expect("FETCH failed: ERR BUSY not now")
 
 
+def test_broker_bytes_that_are_not_utf8_reach_syslog_escaped(env):
+    """The issue's input: ERR X \\xff\\xfe. The line arrives, in the spec's form,
+    and nothing goes wrong inside the worker's logging."""
+    worker = env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.sock.sendall(b"ERR X \xff\xfe\n")
+    conn.expect("FETCH")
+    env.syslog.expect(re.escape(r"FETCH failed: ERR X \xff\xfe"))
+    conn.sock.sendall(b"ERR X \x1b[2J\x07\xc2\x85 tab\there\n")
+    conn.expect("FETCH")
+    env.syslog.expect(re.escape(r"FETCH failed: ERR X \x1b[2J\x07\u0085 tab\x09here"))
+    code = worker.signal_and_wait(signal.SIGTERM)
+    stderr = worker.stderr()
+    assert code == 0 and "Logging error" not in stderr and "Traceback" not in stderr, \
+        f"expected a clean exit 0 and no logging error, got {code}; stderr: {stderr}"
+
+
+def test_a_long_broker_text_is_cut_to_one_1024_byte_datagram(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("ERR X " + "long " * 1000)
+    conn.expect("FETCH")
+    message = env.syslog.expect(r"FETCH failed: ERR X [long ]+\.\.\.\[truncated\]")
+    size = len(env.syslog.last_datagram)
+    assert size <= 1024, f"expected a syslog datagram of at most 1024 bytes (RFC 3164), got {size}"
+    assert size > 1000, f"expected the message to use the room it has, got {size} bytes: {message}"
+
+
 def test_err_to_done_is_logged_and_worker_fetches_again(env):
     env.start(*FAST)
     conn = env.broker.accept()
@@ -302,6 +347,51 @@ def test_err_to_done_is_logged_and_worker_fetches_again(env):
     conn.send("ERR NOT_HOLDER job 3 is not yours")
     conn.expect("FETCH")
     env.syslog.expect("DONE 3 failed: ERR NOT_HOLDER job 3 is not yours")
+
+
+ORIGINAL_BROKER = ROOT / "tests" / "original" / "workQueue.py"
+
+
+@pytest.fixture
+def original_broker():
+    """The original system's broker (it answers FETCH 10 with NOJOB at once);
+    yields its worker port."""
+    probes = [socket.socket() for _ in range(2)]
+    for probe in probes:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+    proc = subprocess.Popen([sys.executable, str(ORIGINAL_BROKER), *map(str, ports)], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        ready = select.select([proc.stdout], [], [], 15)[0]
+        assert ready and proc.stdout.readline().startswith(b"work queue:"), \
+            "expected the original broker's start-up line"
+        yield ports[1]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_long_poll_worker_does_not_flood_a_broker_that_answers_at_once(env, original_broker):
+    """The issue: with its default long-poll, our worker sent ~8,000 FETCH 10 a
+    second to the original broker. Now it asks once per fetch interval."""
+    interval, window = 0.05, 1.0
+    env.start("--fetch-interval", str(interval), "--long-poll", "10",
+              broker=f"127.0.0.1:{original_broker}")
+    env.syslog.expect("fetching job", timeout=15)
+    fetches = env.syslog.count("fetching job", window)
+    most = int(window / interval * 1.5) + 2
+    assert 2 <= fetches <= most, \
+        f"expected at most {most} FETCHes in {window} s (one per {interval} s fetch interval), " \
+        f"and some, got {fetches}"
+    notes = [m for m in env.syslog.seen if re.fullmatch(
+        r"broker answered FETCH 10 with NOJOB after [0-9.]+ s without waiting; "
+        r"asking again every 0\.05 s", m)]
+    assert len(notes) == 1, f"expected the early NOJOB logged once, got {len(notes)} times"
 
 
 def test_reconnects_when_the_broker_closes(env):
