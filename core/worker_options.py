@@ -84,9 +84,16 @@ def _int_range(low, high):
     return parse
 
 
+MAX_NAME = 32   # RFC 3164 section 4.1.3: a TAG "MUST NOT exceed 32 characters"
+
+
 def _name(text):
     if not text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"name must be non-empty, without spaces: {text!r}")
+    if len(text) > MAX_NAME:
+        # with it, the syslog header leaves a message room in a 1,024-byte datagram
+        raise argparse.ArgumentTypeError(f"name must have at most {MAX_NAME} characters "
+                                         f"(RFC 3164), got {len(text)}")
     return text
 
 
@@ -144,7 +151,8 @@ def worker_parser(prog, flavour):
                         help="job slots, each with its own broker connection and word timer, "
                              f"1-{MAX_CONCURRENCY} (default %(default)s)")
     parser.add_argument("--name", type=_name, default="workq-worker",
-                        help="syslog ident: messages read NAME[PID]: ... (default %(default)s)")
+                        help="syslog ident, at most 32 characters: messages read NAME[PID]: ... "
+                             "(default %(default)s)")
     return parser
 
 

@@ -78,3 +78,17 @@ def test_message_of_exactly_the_room_is_not_cut():
 def test_no_room_at_all_never_overflows():
     assert len(syslog_message("anything at all", MAX_DATAGRAM - 5).encode()) <= 5
     assert syslog_message("anything", MAX_DATAGRAM + 10) == ""
+
+
+def test_the_spec_states_the_numbers_core_uses():
+    """spec/protocol.yaml is the contract: its output.syslog and worker.longpoll
+    texts name the limit, the marker and the long-poll threshold core applies."""
+    import yaml
+    from core.worker import LONG_POLL_HELD
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "spec" / "protocol.yaml")
+                          .read_text(encoding="utf-8"))
+    text = {s["id"]: s["text"] for s in spec["sections"]}
+    for needle in (f"{MAX_DATAGRAM} bytes", f"`{CUT_MARKER}`", r"`\xff\xfe`", r"`\u0085`"):
+        assert needle in text["output.syslog"], f"output.syslog does not say {needle!r}"
+    held = f"{round(LONG_POLL_HELD * 100)} %"
+    assert held in text["worker.longpoll"], f"worker.longpoll does not say {held!r}"
