@@ -88,7 +88,7 @@ def test_the_spec_states_the_numbers_core_uses():
     spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "spec" / "protocol.yaml")
                           .read_text(encoding="utf-8"))
     text = {s["id"]: s["text"] for s in spec["sections"]}
-    for needle in (f"{MAX_DATAGRAM} bytes", f"`{CUT_MARKER}`", r"`\xff\xfe`", r"`\u0085`"):
+    for needle in (f"{MAX_DATAGRAM} bytes", f"`{CUT_MARKER}`", r"`ERR X \xff\xfe`", r"`\u0085`"):
         assert needle in text["output.syslog"], f"output.syslog does not say {needle!r}"
     held = f"{round(LONG_POLL_HELD * 100)} %"
     assert held in text["worker.longpoll"], f"worker.longpoll does not say {held!r}"
