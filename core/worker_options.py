@@ -134,8 +134,8 @@ def worker_parser(prog, flavour):
     parser.add_argument("--long-poll", type=_seconds, default=DEFAULT_LONG_POLL, metavar="S",
                         help="ask with FETCH <S>: the broker holds the request until a job "
                              "arrives (up to S seconds), so jobs start at once; 0 polls with plain "
-                             "FETCH. A broker that refuses it is polled every --fetch-interval "
-                             "(default %(default)s)")
+                             "FETCH. A broker that refuses it, or answers NOJOB at once, is asked "
+                             "every --fetch-interval (default %(default)s)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="send AUTH <token> first, the token being the first line of PATH "
                              "(for a broker started with --token-file)")

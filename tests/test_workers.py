@@ -546,6 +546,7 @@ def test_both_implementations_have_the_same_command_line():
     (["--mcast-if", "eth0"], "IPv4"),
     (["--mcast-group", "10.0.0.1"], "multicast"),
     (["--concurrency", "0"], "range"),
+    (["--name", "n" * 33], "at most 32 characters"),   # RFC 3164 TAG; keeps syslog in 1,024 bytes
 ])
 def test_bad_arguments_give_one_line_and_exit_2(module, args, complaint):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
