@@ -33,8 +33,9 @@ every change of state):
                                            (no words: Send DONE)            (AWAITING_OK)
     AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
                   NOJOB to FETCH <seconds> FETCH <seconds> again at once    AWAITING_JOB
-                  (after >= 90 % of the wait)
-                  (sooner: did not wait)   (Log once) as NOJOB           IDLE_WAIT
+                  (>= 90 % of the wait)
+                  NOJOB to FETCH <seconds> (Log once per connection),     IDLE_WAIT
+                  (sooner: did not wait)   then as NOJOB
                   ERR to FETCH <seconds>   Log, poll with plain FETCH       IDLE_WAIT
                   tick (no reply in time)  Close, poll from now on          DISCONNECTED
     IDLE_WAIT     tick (fetch interval)    Log fetching, Send FETCH         AWAITING_JOB

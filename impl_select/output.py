@@ -50,9 +50,10 @@ def syslog_logger(port, name="workq-worker", host="127.0.0.1"):
 
 
 def syslog_header_bytes(logger):
-    """Bytes SysLogHandler puts before an INFO message of ``logger`` (from
-    syslog_logger): ``<14>NAME[PID]: `` encoded, i.e. what the datagram's
-    1,024-byte limit (RFC 3164 section 4.1) leaves a message with."""
+    """Bytes SysLogHandler adds to an INFO message of ``logger`` (from
+    syslog_logger): ``<14>NAME[PID]: `` encoded, plus a trailing NUL if it
+    appends one. A message may have the rest of the datagram's 1,024 bytes
+    (RFC 3164 section 4.1)."""
     handler = logger.handlers[0]
     priority = "<%d>" % handler.encodePriority(handler.facility, handler.mapPriority("INFO"))
     return len((priority + (handler.ident or "")).encode("utf-8")) + (1 if handler.append_nul else 0)

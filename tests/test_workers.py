@@ -338,6 +338,26 @@ def test_a_long_broker_text_is_cut_to_one_1024_byte_datagram(env):
     assert size > 1000, f"expected the message to use the room it has, got {size} bytes: {message}"
 
 
+def test_outputs_log_keeps_every_datagram_within_1024_bytes_with_the_longest_name():
+    """In process: the longest --name (32 characters, 2 bytes each), any text."""
+    from impl_select.output import syslog_logger
+    from impl_select.worker_io import Outputs
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(TIMEOUT)
+        logger = syslog_logger(rx.getsockname()[1], name="é" * 32)
+        outputs = Outputs(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), None, logger)
+        try:
+            for text in ("short", "x" * 5000, "\udcff" * 3000, "日" * 2000 + "\x1b" * 100):
+                outputs.log(text)
+                datagram = rx.recv(65536)
+                assert len(datagram) <= 1024, \
+                    f"expected at most 1024 bytes, got {len(datagram)} for {text[:10]!r}..."
+                datagram.decode("utf-8")   # well-formed: raises if not
+        finally:
+            outputs.close()
+
+
 def test_err_to_done_is_logged_and_worker_fetches_again(env):
     env.start(*FAST)
     conn = env.broker.accept()
