@@ -342,7 +342,7 @@ def render(spec):
         if exchange.get("fresh_broker"):
             facts.append("needs a fresh broker")
         if exchange.get("long_poll_fetch") == "steps":
-            facts.append("the steps answer FETCH <seconds> (the suite does not refuse it)")
+            facts.append("the steps answer `FETCH <seconds>` (the suite does not refuse it)")
         for name, value in exchange.get("broker_options", {}).items():
             facts.append(f"broker started with {name} {value}")
         add(", ".join(facts) + ".")
