@@ -12,7 +12,9 @@ the worker waited before its next line; ``close`` drops the connection.
 The suite plays a core-level broker: a long-poll ``FETCH <seconds>`` is
 answered ``ERR BAD_ARGUMENT`` at once, as a core broker answers it, and the
 steps see only plain ``FETCH`` lines (a worker must then poll with plain
-``FETCH`` every fetch interval).
+``FETCH`` every fetch interval). An exchange with ``long_poll_fetch: steps``
+hands such lines to its steps instead, which answer them themselves (e.g.
+``NOJOB`` at once, as the original system's broker does).
 spec/EXCHANGES.md, "Steps of the worker role", is the reference.
 
 In transcripts the suite's lines on such a connection are marked ``B>``
@@ -74,10 +76,11 @@ class WorkerConnection(Connection):
 
     send_mark = "B>"
 
-    def __init__(self, name, sock, transcript):
+    def __init__(self, name, sock, transcript, refuse_long_poll=True):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(name, sock, transcript)
         self.arrivals = []   # monotonic time of every line received, in order
+        self.refuse_long_poll = refuse_long_poll   # False: FETCH <seconds> goes to the steps
 
     def on_readable(self):
         before = len(self.lines)
@@ -85,7 +88,7 @@ class WorkerConnection(Connection):
         now = time.monotonic()
         new, self.lines[before:] = self.lines[before:], []
         for line in new:
-            if LONG_POLL.fullmatch(line):
+            if self.refuse_long_poll and LONG_POLL.fullmatch(line):
                 self._refuse(line, now)
             else:
                 self.lines.append(line)
@@ -126,10 +129,13 @@ class WorkerRoleSteps:
         self.listener = WorkerListener(self.transcript)
         self.extra_readers.append(self.listener)
         self.host, self.worker_port, self.client_port = HOST, self.listener.port, None
+        long_poll = ("the steps answer FETCH <seconds>"
+                     if self.exchange.get("long_poll_fetch", "refuse") == "steps"
+                     else "FETCH <seconds> refused as a core broker does")
         self.transcript.add(
             f"-- the suite plays the broker: worker port {HOST}:{self.worker_port}; "
             f"word delay {self.settings.word_delay:g} s, fetch interval "
-            f"{self.settings.fetch_interval:g} s")
+            f"{self.settings.fetch_interval:g} s; {long_poll}")
 
     def _accept_worker(self, name, step, deadline, timeout):
         if self.listener is None:
@@ -145,7 +151,8 @@ class WorkerRoleSteps:
                        + "".join(f"; worker {n} exited with code {w.returncode}"
                                  for n, w in self.workers.items() if w.returncode is not None))
         sock, address = self.listener.pending.pop(0)
-        connection = WorkerConnection(name, sock, self.transcript)
+        refuse = self.exchange.get("long_poll_fetch", "refuse") == "refuse"
+        connection = WorkerConnection(name, sock, self.transcript, refuse_long_poll=refuse)
         self.connections[name] = self.last_connection = connection
         self.transcript.add(f"   {name} = the connection from {address[0]}:{address[1]}")
 

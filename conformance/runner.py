@@ -443,6 +443,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
     def _expect_syslog(self, pattern, step, deadline, timeout):
         self._step_note(f"expect syslog: {pattern}")
 
+        found = []
+
         def matched():
             while self.syslog_cursor < len(self.syslog.datagrams):
                 datagram = self.syslog.datagrams[self.syslog_cursor]
@@ -450,6 +452,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
                 captured = match_line(pattern, self.syslog.text(datagram.payload), self.values)
                 if captured is not None:
                     self._capture(captured)
+                    found.append(datagram)
                     return True
             return False
 
@@ -457,6 +460,14 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
             self._fail("expect syslog", f"expected: {pattern}",
                        f"received: no matching syslog message within {timeout:.1f} s "
                        f"({len(self.syslog.datagrams)} syslog messages in all)")
+        limit = step.get("max_bytes")
+        if limit is not None:
+            size = len(found[0].payload)
+            self.transcript.add(f"   the datagram has {size} bytes (at most {limit})")
+            if size > int(limit):
+                self._fail(f"syslog datagram of {size} bytes, expected at most {limit}",
+                           f"expected: {pattern}, in a datagram of at most {limit} bytes",
+                           f"received: {size} bytes")
 
     # -- waiting -------------------------------------------------------------
 

@@ -3,10 +3,14 @@ multicast and syslog datagrams, and the timestamped transcript of it all."""
 
 import re
 import socket
+import sys
 import time
 
 __all__ = ["Transcript", "Connection", "Datagram", "DatagramReceiver",
            "show", "syslog_message"]
+
+# Linux <linux/in.h>; absent from the socket module before Python 3.12.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 
 def show(text, limit=300):
@@ -122,8 +126,14 @@ class DatagramReceiver:
 
     @classmethod
     def multicast(cls, group, interface, transcript, trace_sender):
+        """A receiver of ``group`` only: bound to the group address, not the
+        wildcard (which on Linux also gets every other group joined on the host
+        for that port), and IP_MULTICAST_ALL off (Linux). The same as
+        tools.mcast_listen.open_receiver, which the suite may not import."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("", 0))
+        if sys.platform.startswith("linux"):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.bind((group, 0))
         membership = socket.inet_aton(group) + socket.inet_aton(interface)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
         return cls("mcast", sock, transcript, trace_sender)

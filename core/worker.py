@@ -11,7 +11,9 @@ actions each call returns, in order:
     Close()          close the broker connection (report nothing back)
     Send(data)       write bytes to the broker
     Emit(payload)    send one multicast datagram (a word plus LF)
-    Log(message)     one syslog line
+    Log(message)     one syslog line; the message may hold any text from the
+                     broker (bytes that are not UTF-8 as surrogateescape): the
+                     shell sends core.logline.syslog_message(message, ...)
 
 It also calls ``tick(now)`` once ``now >= next_deadline()``.
 
@@ -31,6 +33,9 @@ every change of state):
                                            (no words: Send DONE)            (AWAITING_OK)
     AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
                   NOJOB to FETCH <seconds> FETCH <seconds> again at once    AWAITING_JOB
+                  (>= 90 % of the wait)
+                  NOJOB to FETCH <seconds> (Log once per connection),     IDLE_WAIT
+                  (sooner: did not wait)   then as NOJOB
                   ERR to FETCH <seconds>   Log, poll with plain FETCH       IDLE_WAIT
                   tick (no reply in time)  Close, poll from now on          DISCONNECTED
     IDLE_WAIT     tick (fetch interval)    Log fetching, Send FETCH         AWAITING_JOB
@@ -50,7 +55,12 @@ Long-poll: with ``long_poll`` seconds the slot sends ``FETCH <seconds>`` and
 the broker answers as soon as a job arrives, so an idle worker starts a new
 job at once instead of up to a fetch interval later. A broker that answers
 ``ERR`` (a core-only broker) or nothing at all is polled with plain ``FETCH``
-every fetch interval from then on. An unsolicited ERR (in IDLE_WAIT or
+every fetch interval from then on. A NOJOB that comes back sooner than 90 %
+of the wait asked (a broker that ignores the argument answers at once) is
+treated like a NOJOB to plain FETCH: the slot waits the fetch interval, then
+asks with FETCH <seconds> again (a broker that holds it next time still
+saves the wait; one that never does is asked once per fetch interval, as
+when polling). An unsolicited ERR (in IDLE_WAIT or
 STREAMING) is logged and changes nothing. A job whose DONE is sent but not
 yet answered is not "abandoned": the broker may already have completed it.
 """
@@ -70,6 +80,14 @@ __all__ = [
 
 # A broker answers FETCH <seconds> by then at the latest; later, it ignored it.
 LONG_POLL_GRACE = 5.0
+# A NOJOB to FETCH <seconds> counts as "held" (ask again at once) only when it
+# came at least this fraction of the wait after the FETCH went out; sooner, the
+# broker did not wait (the original system's broker answers FETCH 10 at once)
+# and the worker waits the fetch interval as after a plain NOJOB. The worker's
+# clock starts before the broker's, so a broker that held the request
+# measures less than the worker does, never more: 10 % is left for a broker
+# whose timer fires a little early or ticks coarsely. Spec: worker.longpoll.
+LONG_POLL_HELD = 0.9
 
 
 # --- actions the shell carries out -----------------------------------------
@@ -170,6 +188,8 @@ class WorkerSlot:
         self._words = deque()       # words of that job not yet emitted
         self._deadline = None       # when tick() has something to do
         self._framer = LineFramer(max_line)
+        self._fetch_sent = None     # when the last FETCH <seconds> went out
+        self._early_nojob_noted = False   # logged that this connection's broker does not wait
 
     def __repr__(self):
         return f"<WorkerSlot {self.state.name} job={self.job_id} deadline={self._deadline}>"
@@ -188,6 +208,7 @@ class WorkerSlot:
         self._require("connected", S.CONNECTING)
         self.backoff.reset()
         self._framer = LineFramer(self.max_line)   # nothing from an earlier connection carries over
+        self._early_nojob_noted = False
         connected = Log(f"connected to broker {self.broker}")
         if self.token is not None:
             self._enter(S.AWAITING_AUTH)
@@ -255,14 +276,14 @@ class WorkerSlot:
         try:
             reply = parse_reply(line)
         except ValueError:
-            return self._protocol_error(f"unexpected line {line!r}", now)
+            return self._protocol_error(f"unexpected line '{line}'", now)
         if reply.kind == "ERR":
             return self._on_err(reply, now)
         if self.state is S.AWAITING_JOB and reply.kind == "JOB":
             return self._start_job(reply.job_id, reply.text, now)
         if self.state is S.AWAITING_JOB and reply.kind == "NOJOB":
             if self.long_poll:
-                return self._fetch(now)   # the broker has already waited
+                return self._on_long_poll_nojob(now)
             self._idle(now)
             return []
         if self.state is S.AWAITING_AUTH and reply.kind == "OK":
@@ -271,7 +292,22 @@ class WorkerSlot:
             done = self.job_id
             self.job_id = None
             return [Log(f"completed job {done}"), *self._fetch(now)]
-        return self._protocol_error(f"unexpected reply {line!r} in state {self.state.name}", now)
+        return self._protocol_error(f"unexpected reply '{line}' in state {self.state.name}",
+                                    now)
+
+    def _on_long_poll_nojob(self, now):
+        """NOJOB to FETCH <seconds>: ask again at once only if the broker held
+        the request for about the time asked (LONG_POLL_HELD); else it is a
+        broker that answers at once, and asking again now would flood it."""
+        waited = now - self._fetch_sent
+        if waited >= LONG_POLL_HELD * self.long_poll:
+            return self._fetch(now)   # the broker has already waited
+        self._idle(now)
+        if self._early_nojob_noted:
+            return []
+        self._early_nojob_noted = True   # once per connection, not every fetch interval
+        return [Log(f"broker answered FETCH {self.long_poll:g} with NOJOB after {waited:.3f} s "
+                    f"without waiting; asking again every {self.fetch_interval:g} s")]
 
     def _on_err(self, reply, now):
         err = f"ERR {reply.code} {reply.text}".rstrip()
@@ -304,6 +340,7 @@ class WorkerSlot:
             self._deadline = None
             return [Log("fetching job"), Send(b"FETCH\n")]
         self._deadline = now + self.long_poll + LONG_POLL_GRACE
+        self._fetch_sent = now
         return [Log("fetching job"), Send(b"FETCH %g\n" % self.long_poll)]
 
     def _idle(self, now):

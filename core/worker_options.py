@@ -84,9 +84,16 @@ def _int_range(low, high):
     return parse
 
 
+MAX_NAME = 32   # RFC 3164 section 4.1.3: a TAG "MUST NOT exceed 32 characters"
+
+
 def _name(text):
     if not text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"name must be non-empty, without spaces: {text!r}")
+    if len(text) > MAX_NAME:
+        # with it, the syslog header leaves a message room in a 1,024-byte datagram
+        raise argparse.ArgumentTypeError(f"name must have at most {MAX_NAME} characters "
+                                         f"(RFC 3164), got {len(text)}")
     return text
 
 
@@ -127,8 +134,8 @@ def worker_parser(prog, flavour):
     parser.add_argument("--long-poll", type=_seconds, default=DEFAULT_LONG_POLL, metavar="S",
                         help="ask with FETCH <S>: the broker holds the request until a job "
                              "arrives (up to S seconds), so jobs start at once; 0 polls with plain "
-                             "FETCH. A broker that refuses it is polled every --fetch-interval "
-                             "(default %(default)s)")
+                             "FETCH. A broker that refuses it, or answers NOJOB at once, is asked "
+                             "every --fetch-interval (default %(default)s)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="send AUTH <token> first, the token being the first line of PATH "
                              "(for a broker started with --token-file)")
@@ -144,7 +151,8 @@ def worker_parser(prog, flavour):
                         help="job slots, each with its own broker connection and word timer, "
                              f"1-{MAX_CONCURRENCY} (default %(default)s)")
     parser.add_argument("--name", type=_name, default="workq-worker",
-                        help="syslog ident: messages read NAME[PID]: ... (default %(default)s)")
+                        help="syslog ident, at most 32 characters: messages read NAME[PID]: ... "
+                             "(default %(default)s)")
     return parser
 
 

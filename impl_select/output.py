@@ -8,7 +8,7 @@ import logging.handlers
 import os
 import socket
 
-__all__ = ["multicast_sender", "syslog_logger"]
+__all__ = ["multicast_sender", "syslog_logger", "syslog_header_bytes"]
 
 
 def multicast_sender(interface="127.0.0.1", ttl=1):
@@ -47,3 +47,13 @@ def syslog_logger(port, name="workq-worker", host="127.0.0.1"):
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
+
+
+def syslog_header_bytes(logger):
+    """Bytes SysLogHandler adds to an INFO message of ``logger`` (from
+    syslog_logger): ``<14>NAME[PID]: `` encoded, plus a trailing NUL if it
+    appends one. A message may have the rest of the datagram's 1,024 bytes
+    (RFC 3164 section 4.1)."""
+    handler = logger.handlers[0]
+    priority = "<%d>" % handler.encodePriority(handler.facility, handler.mapPriority("INFO"))
+    return len((priority + (handler.ident or "")).encode("utf-8")) + (1 if handler.append_nul else 0)

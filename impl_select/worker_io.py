@@ -13,11 +13,12 @@ import socket
 import sys
 import time
 
+from core.logline import syslog_message
 from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
 from impl_select.broker_main import read_token
 from impl_select.netutil import raise_descriptor_limit
-from impl_select.output import multicast_sender, syslog_logger
+from impl_select.output import multicast_sender, syslog_header_bytes, syslog_logger
 
 __all__ = ["ConnectFailed", "Outputs", "SlotShell", "StopRequest",
            "describe", "resolve", "worker_main"]
@@ -57,6 +58,7 @@ class Outputs:
         self.mcast = mcast
         self.address = address        # (group, port)
         self.logger = logger
+        self._header_bytes = syslog_header_bytes(logger)
         self._failing = False         # a flag, not a lock: at worst a failure is reported twice
 
     def emit(self, payload):
@@ -72,7 +74,9 @@ class Outputs:
             self._failing = False
 
     def log(self, message):
-        self.logger.info(message)
+        """Send one syslog datagram: ``message`` escaped and cut as the spec says
+        (core.logline), whatever bytes of the broker it holds; never raises."""
+        self.logger.info(syslog_message(message, self._header_bytes))
 
     def close(self):
         self.mcast.close()

@@ -213,6 +213,16 @@ def test_err_reply_is_printed_and_exit_1(broker):
     assert proc.returncode == 1, f"expected exit 1, got {explain(proc)}"
 
 
+def test_err_text_cannot_drive_the_terminal(broker):
+    """A broker's ERR text with control characters is printed escaped, as the
+    workers' syslog writes them (spec output.syslog)."""
+    b = broker(err_on={1}, err_reply="ERR X \x1b[2Jbell\x07 \x9b")
+    proc = run_client("127.0.0.1", b.port, "JOB", "x")
+    assert_clean_error(proc, r"ERR X \x1b[2Jbell\x07 \u009b")
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr, \
+        f"expected no raw control character on stderr, got {proc.stderr!r}"
+
+
 # --------------------------------------------------------------- STATUS
 
 @pytest.mark.parametrize("form", ["host port", "host:port"])

@@ -354,9 +354,10 @@ signal.signal(signal.SIGTERM, on_term)
 broker = socket.create_connection((host, int(port)))
 replies = broker.makefile("rb")
 log(f"connected to broker {host}:{port}")
+log(("x" * 2000 if "--long-log" in flags else "cut") + "...[truncated]")
 while True:
     log("fetching job")
-    broker.sendall(b"FETCH\n")
+    broker.sendall(b"FETCH 10\n" if "--long-poll" in flags else b"FETCH\n")
     reply = replies.readline().decode().rstrip("\n")
     if not reply:
         break
@@ -421,6 +422,27 @@ exchanges:
       - stop_worker: w
         exit_status: 0
       - expect_closed: true
+  - id: WRK-903
+    title: max_bytes of expect_syslog against a fake worker
+    section: test
+    level: core
+    role: worker
+    steps:
+      - start_worker: w
+      - expect_syslog: "{_:any}...[truncated]"
+        max_bytes: 1024
+  - id: WRK-904
+    title: long_poll_fetch steps hands FETCH <seconds> to the steps
+    section: test
+    level: core
+    role: worker
+    long_poll_fetch: steps
+    steps:
+      - start_worker: w
+      - accept_worker: c
+      - expect: "FETCH 10"
+      - send: NOJOB
+      - expect_idle_wait: {min: 0.5, max: 40, pattern: "FETCH 10"}
 '''
 
 
@@ -441,9 +463,9 @@ def run_worker_role(fakes, *flags, case="WRK-901", extra=()):
 
 
 def test_worker_role_steps_pass_against_a_correct_fake_worker(fakes):
-    code, output = run_worker_role(fakes, case="WRK-901 or WRK-902")
+    code, output = run_worker_role(fakes, case="WRK-901 or WRK-902 or WRK-903")
     assert code == 0, output
-    assert "2 passed" in output
+    assert "3 passed" in output
     assert "workq multicast checks: " in output
     assert "workq timing: word delay 0.02 s, fetch interval 0.05 s" in output
 
@@ -465,11 +487,16 @@ def test_worker_role_steps_pass_against_a_correct_fake_worker(fakes):
      ["FAILED at step 7: expect c closed", "received: DONE 8"]),
     (["--exit-1"], "WRK-902",
      ["FAILED at step 6: worker w exited with status 1 after SIGTERM, expected 0"]),
+    (["--long-log"], "WRK-903",
+     ["FAILED at step 2: syslog datagram of 20", " bytes, expected at most 1024",
+      "received: 20"]),
+    (["--long-poll", "--busy"], "WRK-904",
+     ["FAILED at step 5: FETCH 10 0.0", "s after NOJOB, expected at least 0.025 s"]),
 ])
 def test_a_broken_fake_worker_is_caught_and_the_defect_named(fakes, flags, case, messages):
     code, output = run_worker_role(fakes, *flags, case=case)
     assert code == 1, output
-    for text in messages + ["c W< FETCH", "c B> "]:
+    for text in messages + ([] if case == "WRK-903" else ["c W< FETCH", "c B> "]):
         assert text in output, f"{text!r} missing from:\n{output}"
 
 
@@ -489,6 +516,12 @@ def test_the_capture_sees_ttl_and_destination(fakes, flag, message):
         assert "s before the last word 'c' of job 7" in output
     if flag == "--wrong-group":
         assert "expected 239.0.0.1 (from w)" in output and "capture< a  to 239.0.0.2:" in output
+
+
+def test_long_poll_fetch_steps_lets_the_steps_answer_fetch_with_seconds(fakes):
+    code, output = run_worker_role(fakes, "--long-poll", case="WRK-904")
+    assert code == 0, output
+    assert "1 passed" in output, output
 
 
 def test_without_capture_the_report_says_what_goes_unchecked(fakes):

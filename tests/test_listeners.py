@@ -22,6 +22,7 @@ from tools import mcast_listen, syslog_listen
 from tools.syslog_listen import parse_syslog
 
 GROUP = "239.0.0.1"
+OTHER_GROUP = "239.0.0.2"
 WAIT = 30          # hang guard for one expected event, not a measurement
 STAMP = r"\d\d:\d\d:\d\d\.\d{3}"
 
@@ -53,9 +54,25 @@ def test_parse_syslog_without_valid_priority(data):
     assert message == data.decode(), f"expected the whole text back, got {message!r}"
 
 
-def test_parse_syslog_invalid_utf8_is_replaced():
-    message = parse_syslog(b"<14>bad \xff byte")[2]
-    assert message == "bad \ufffd byte", f"expected a replacement character, got {message!r}"
+@pytest.mark.parametrize("data, expected", [
+    (b"<14>bad \xff byte", r"bad \xff byte"),
+    (b"<14>w[1]: ERR X \xff\xfe", r"w[1]: ERR X \xff\xfe"),
+    (b"<14>clear\x1b[2J screen\x07", r"clear\x1b[2J screen\x07"),
+    (b"<14>two\nlines\r\x00here", r"two\x0alines\x0d\x00here"),
+    (b"<14>c1 \xc2\x9b control", r"c1 \u009b control"),
+    (b"<14>already \\xff escaped", r"already \xff escaped"),   # a worker's escape shows once
+])
+def test_parse_syslog_makes_any_datagram_safe_to_print(data, expected):
+    """Undecodable bytes and controls escaped as spec output.syslog writes them: one line."""
+    message = parse_syslog(data)[2]
+    assert message == expected, f"parse_syslog({data!r}): expected {expected!r}, got {message!r}"
+
+
+def test_parse_syslog_cuts_a_huge_datagram_at_the_rfc_3164_limit():
+    message = parse_syslog(b"<14>" + "é".encode() * 40000)[2]
+    assert message.endswith("...[truncated]"), f"expected the cut marker, got ...{message[-20:]!r}"
+    size = len(b"<14>") + len(message.encode())
+    assert 1010 < size <= 1024, f"expected the datagram shown in at most 1024 bytes, got {size}"
 
 
 @pytest.mark.parametrize("append_nul", [True, False])
@@ -173,6 +190,85 @@ def test_mcast_listen_prints_a_multicast_datagram(spawn):
     assert second.endswith(f"127.0.0.1:{src}  réplica"), f"got {second!r}"
     code = p.wait()
     assert code == 0, f"expected exit 0 after --count 2, got {code}; output: {p.seen}"
+
+
+def multicast_sender():
+    """A sender pinned to 127.0.0.1 with TTL 1: nothing leaves the machine."""
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    return tx
+
+
+def joined(group, port=None):
+    """A socket that joined ``group`` on 127.0.0.1 the usual way: bound to the
+    wildcard address (on ``port``), or not bound at all."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port is not None:
+        sock.bind(("", port))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                    socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+    return sock
+
+
+def test_receiver_gets_only_its_own_group():
+    """Another group joined on the host, sending to the same port, must not show.
+
+    The control socket, joined the usual way to 239.0.0.1 on the wildcard
+    address, does get 239.0.0.2's datagram (Linux): the trap the listener avoids.
+    """
+    with mcast_listen.open_receiver(0, GROUP, "127.0.0.1") as rx, joined(OTHER_GROUP), \
+            multicast_sender() as tx:
+        port = rx.getsockname()[1]
+        with joined(GROUP, port) as control:
+            tx.sendto(b"other\n", (OTHER_GROUP, port))
+            tx.sendto(b"mine\n", (GROUP, port))
+            got = []
+            mcast_listen.listen(rx, count=1, timeout=WAIT, on_datagram=lambda d, a, w: got.append(d))
+            seen = []
+            mcast_listen.listen(control, count=2, timeout=WAIT,
+                                on_datagram=lambda d, a, w: seen.append(d))
+    assert got == [b"mine\n"], \
+        f"expected only the datagram to {GROUP}:{port}, got {got} (first {OTHER_GROUP}'s)"
+    assert seen == [b"other\n", b"mine\n"], \
+        f"control: expected a wildcard-bound socket to see both groups, got {seen}"
+
+
+def test_mcast_listen_command_shows_only_its_group(spawn):
+    p = spawn("tools.mcast_listen", "0", "--group", GROUP, "--count", "1", "--timeout", str(WAIT))
+    port = banner_port(p, rf"listening on {re.escape(GROUP)}:(\d+) ")
+    with joined(OTHER_GROUP), multicast_sender() as tx:
+        tx.sendto(b"other\n", (OTHER_GROUP, port))
+        tx.sendto(b"mine\n", (GROUP, port))
+        line = p.line(p.out, "the datagram to its group")
+    assert line.endswith("  mine"), f"expected the {GROUP} datagram 'mine' first, got {line!r}"
+    assert p.wait() == 0, f"output: {p.seen}"
+
+
+def test_mcast_listen_escapes_what_a_terminal_would_obey(spawn):
+    p = spawn("tools.mcast_listen", "0", "--count", "1", "--timeout", str(WAIT))
+    port = banner_port(p, r":(\d+) ")
+    with multicast_sender() as tx:
+        tx.sendto(b"\x1b[2Jbad\xff\nword\n", (GROUP, port))
+        line = p.line(p.out, "the datagram")
+    assert line.endswith(r"  \x1b[2Jbad\xff\x0aword"), f"expected escapes on one line, got {line!r}"
+
+
+def test_syslog_listen_shows_any_datagram_on_one_safe_line(spawn):
+    p = spawn("tools.syslog_listen", "0", "--count", "3", "--timeout", str(WAIT))
+    port = banner_port(p, r"listening for syslog on 127\.0\.0\.1:(\d+)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"<14>w[1]: ERR X \xff\xfe", ("127.0.0.1", port))
+        tx.sendto(b"<14>w[1]: a\nb\x1b]0;title\x07", ("127.0.0.1", port))
+        tx.sendto(b"<14>" + b"x" * 60000, ("127.0.0.1", port))
+        lines = [p.line(p.out, f"line {n}") for n in (1, 2, 3)]
+    assert lines[0].endswith(r"user.info  w[1]: ERR X \xff\xfe"), f"got {lines[0]!r}"
+    assert lines[1].endswith(r"user.info  w[1]: a\x0ab\x1b]0;title\x07"), f"got {lines[1]!r}"
+    assert lines[2].endswith("x...[truncated]") and len(lines[2]) < 1100, \
+        f"expected the 60,000-byte message cut at 1024 bytes, got {len(lines[2])} characters"
+    assert p.wait() == 0, f"output: {p.seen}"
 
 
 def test_mcast_listen_silence_timeout_before_count_exits_1(spawn):

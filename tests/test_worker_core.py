@@ -322,6 +322,65 @@ def test_long_poll_never_answered_reconnects_and_polls():
     assert slot.connected(20.0)[-1] == Send(b"FETCH\n")
 
 
+def test_long_poll_nojob_at_once_waits_the_fetch_interval():
+    """A broker that answers FETCH 10 with NOJOB at once (the original system's)
+    is asked again only after the fetch interval, never in a loop."""
+    slot = connected_slot(long_poll=10)                 # FETCH 10 sent at 0.0
+    actions = slot.data_received(b"NOJOB\n", 0.001)
+    assert sent(actions) == b"", f"expected no FETCH right after an early NOJOB, got {actions}"
+    assert slot.state is State.IDLE_WAIT
+    assert slot.next_deadline() == 0.501, "expected the next FETCH a fetch interval after NOJOB"
+    assert "without waiting; asking again every 0.5 s" in messages(actions)[0]
+    assert slot.tick(0.5) == [], "no FETCH before the fetch interval is over"
+    actions = slot.tick(0.501)
+    assert actions == [Log("fetching job"), Send(b"FETCH 10\n")], \
+        f"expected FETCH 10 again (a broker may still hold it next time), got {actions}"
+    again = slot.data_received(b"NOJOB\n", 0.502)
+    assert sent(again) == b"" and messages(again) == [], \
+        f"expected a quiet wait the second time (logged once per connection), got {again}"
+    assert slot.next_deadline() == pytest.approx(1.002)
+
+
+@pytest.mark.parametrize("waited, at_once", [(9.0, True), (8.99, False), (0.0, False),
+                                             (30.0, True)])
+def test_long_poll_nojob_counts_as_held_from_90_percent_of_the_wait(waited, at_once):
+    slot = connected_slot(long_poll=10)
+    actions = slot.data_received(b"NOJOB\n", waited)
+    assert (sent(actions) == b"FETCH 10\n") is at_once, \
+        f"NOJOB {waited} s after FETCH 10: expected FETCH at once: {at_once}, got {actions}"
+
+
+def test_long_poll_early_nojob_is_measured_from_each_fetch():
+    slot = connected_slot(long_poll=10)
+    slot.data_received(b"NOJOB\n", 10.0)                # held: FETCH 10 again at 10.0
+    actions = slot.data_received(b"NOJOB\n", 10.1)      # this one was not held
+    assert sent(actions) == b"" and slot.state is State.IDLE_WAIT, \
+        f"expected a wait after a NOJOB 0.1 s after its FETCH 10, got {actions}"
+
+
+def test_long_poll_early_nojob_is_logged_again_after_a_reconnect():
+    slot = connected_slot(long_poll=10)
+    assert messages(slot.data_received(b"NOJOB\n", 0.0))
+    slot.connection_lost("closed by broker", 0.1)
+    slot.tick(slot.next_deadline())
+    slot.connected(2.0)
+    assert messages(slot.data_received(b"NOJOB\n", 2.0)), \
+        "expected the early NOJOB of a new connection to be logged again"
+
+
+def test_log_messages_carry_the_brokers_bytes_for_the_shell_to_escape():
+    """core.logline turns them into the spec's form (tests/test_logline.py)."""
+    from core.logline import syslog_message
+    slot = connected_slot()
+    actions = slot.data_received(b"ERR X \xff\xfe\n", 0.0)
+    assert [syslog_message(m, 27) for m in messages(actions)] == [
+        "FETCH failed: ERR X \\xff\\xfe"]
+    slot = connected_slot()
+    actions = slot.data_received(b"HELLO \x1b[2J\xc2\x85\n", 0.0)
+    text = syslog_message(messages(actions)[0], 27)
+    assert "unexpected line 'HELLO \\x1b[2J\\u0085'" in text, f"got {text!r}"
+
+
 def test_token_is_sent_first_and_fetch_follows_ok():
     slot = new_slot(token=b"s3cret")
     slot.start(0.0)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tools.mcast_listen import open_receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "239.0.0.1"
 TIMEOUT = 5.0
@@ -107,20 +109,40 @@ class SyslogListener:
         """Skip messages until one matches ``pattern`` (a regex, whole message)."""
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            message = self._receive(deadline)
+            if message is None:
                 raise AssertionError(f"expected syslog message matching {pattern!r} within "
                                      f"{timeout} s; got {self.seen}")
+            if re.fullmatch(pattern, message):
+                return message
+
+    def count(self, pattern, seconds):
+        """How many messages matching ``pattern`` arrive in the next ``seconds``."""
+        deadline = time.monotonic() + seconds
+        matched = 0
+        while (message := self._receive(deadline)) is not None:
+            matched += bool(re.fullmatch(pattern, message))
+        return matched
+
+    def _receive(self, deadline):
+        """The next message, or None once the monotonic ``deadline`` has passed."""
+        left = deadline - time.monotonic()
+        if left > 0 and select.select([self.sock], [], [], left)[0]:
             datagram = self.sock.recv(65536)
             match = SYSLOG_LINE.fullmatch(datagram)
             assert match, f"expected '<14>workq-worker[PID]: message', got {datagram!r}"
             if self.pid is not None:
                 assert int(match[1]) == self.pid, \
                     f"expected the worker's pid {self.pid} in {datagram!r}"
-            message = match[2].decode()
+            try:
+                message = match[2].decode()
+            except UnicodeDecodeError:
+                raise AssertionError(f"expected a UTF-8 syslog message (spec output.syslog), "
+                                     f"got {datagram!r}") from None
+            self.last_datagram = datagram
             self.seen.append(message)
-            if re.fullmatch(pattern, message):
-                return message
+            return message
+        return None
 
     def expect_in_order(self, *patterns, timeout=TIMEOUT):
         return [self.expect(p, timeout) for p in patterns]
@@ -130,13 +152,11 @@ class SyslogListener:
 
 
 class MulticastListener:
+    """Joined to GROUP on 127.0.0.1: only that group's datagrams (tools.mcast_listen)."""
+
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("", 0))
+        self.sock = open_receiver(0, GROUP, "127.0.0.1")
         self.port = self.sock.getsockname()[1]
-        mreq = socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
 
     def receive(self, timeout=TIMEOUT):
         if not select.select([self.sock], [], [], timeout)[0]:
@@ -288,6 +308,56 @@ def test_nojob_then_fetch_again(env):
     env.syslog.expect("FETCH failed: ERR BUSY not now")
 
 
+def test_broker_bytes_that_are_not_utf8_reach_syslog_escaped(env):
+    """The issue's input: ERR X \\xff\\xfe. The line arrives, in the spec's form,
+    and nothing goes wrong inside the worker's logging."""
+    worker = env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.sock.sendall(b"ERR X \xff\xfe\n")
+    conn.expect("FETCH")
+    env.syslog.expect(re.escape(r"FETCH failed: ERR X \xff\xfe"))
+    conn.sock.sendall(b"ERR X \x1b[2J\x07\xc2\x85 tab\there\n")
+    conn.expect("FETCH")
+    env.syslog.expect(re.escape(r"FETCH failed: ERR X \x1b[2J\x07\u0085 tab\x09here"))
+    code = worker.signal_and_wait(signal.SIGTERM)
+    stderr = worker.stderr()
+    assert code == 0 and "Logging error" not in stderr and "Traceback" not in stderr, \
+        f"expected a clean exit 0 and no logging error, got {code}; stderr: {stderr}"
+
+
+def test_a_long_broker_text_is_cut_to_one_1024_byte_datagram(env):
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("ERR X " + "long " * 1000)
+    conn.expect("FETCH")
+    message = env.syslog.expect(r"FETCH failed: ERR X [long ]+\.\.\.\[truncated\]")
+    size = len(env.syslog.last_datagram)
+    assert size <= 1024, f"expected a syslog datagram of at most 1024 bytes (RFC 3164), got {size}"
+    assert size > 1000, f"expected the message to use the room it has, got {size} bytes: {message}"
+
+
+def test_outputs_log_keeps_every_datagram_within_1024_bytes_with_the_longest_name():
+    """In process: the longest --name (32 characters, 2 bytes each), any text."""
+    from impl_select.output import syslog_logger
+    from impl_select.worker_io import Outputs
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(TIMEOUT)
+        logger = syslog_logger(rx.getsockname()[1], name="é" * 32)
+        outputs = Outputs(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), None, logger)
+        try:
+            for text in ("short", "x" * 5000, "\udcff" * 3000, "日" * 2000 + "\x1b" * 100):
+                outputs.log(text)
+                datagram = rx.recv(65536)
+                assert len(datagram) <= 1024, \
+                    f"expected at most 1024 bytes, got {len(datagram)} for {text[:10]!r}..."
+                datagram.decode("utf-8")   # well-formed: raises if not
+        finally:
+            outputs.close()
+
+
 def test_err_to_done_is_logged_and_worker_fetches_again(env):
     env.start(*FAST)
     conn = env.broker.accept()
@@ -297,6 +367,51 @@ def test_err_to_done_is_logged_and_worker_fetches_again(env):
     conn.send("ERR NOT_HOLDER job 3 is not yours")
     conn.expect("FETCH")
     env.syslog.expect("DONE 3 failed: ERR NOT_HOLDER job 3 is not yours")
+
+
+ORIGINAL_BROKER = ROOT / "tests" / "original" / "workQueue.py"
+
+
+@pytest.fixture
+def original_broker():
+    """The original system's broker (it answers FETCH 10 with NOJOB at once);
+    yields its worker port."""
+    probes = [socket.socket() for _ in range(2)]
+    for probe in probes:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+    proc = subprocess.Popen([sys.executable, str(ORIGINAL_BROKER), *map(str, ports)], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        ready = select.select([proc.stdout], [], [], 15)[0]
+        assert ready and proc.stdout.readline().startswith(b"work queue:"), \
+            "expected the original broker's start-up line"
+        yield ports[1]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_long_poll_worker_does_not_flood_a_broker_that_answers_at_once(env, original_broker):
+    """The issue: with its default long-poll, our worker sent ~8,000 FETCH 10 a
+    second to the original broker. Now it asks once per fetch interval."""
+    interval, window = 0.05, 1.0
+    env.start("--fetch-interval", str(interval), "--long-poll", "10",
+              broker=f"127.0.0.1:{original_broker}")
+    env.syslog.expect("fetching job", timeout=15)
+    fetches = env.syslog.count("fetching job", window)
+    most = int(window / interval * 1.5) + 2
+    assert 2 <= fetches <= most, \
+        f"expected at most {most} FETCHes in {window} s (one per {interval} s fetch interval), " \
+        f"and some, got {fetches}"
+    notes = [m for m in env.syslog.seen if re.fullmatch(
+        r"broker answered FETCH 10 with NOJOB after [0-9.]+ s without waiting; "
+        r"asking again every 0\.05 s", m)]
+    assert len(notes) == 1, f"expected the early NOJOB logged once, got {len(notes)} times"
 
 
 def test_reconnects_when_the_broker_closes(env):
@@ -451,6 +566,7 @@ def test_both_implementations_have_the_same_command_line():
     (["--mcast-if", "eth0"], "IPv4"),
     (["--mcast-group", "10.0.0.1"], "multicast"),
     (["--concurrency", "0"], "range"),
+    (["--name", "n" * 33], "at most 32 characters"),   # RFC 3164 TAG; keeps syslog in 1,024 bytes
 ])
 def test_bad_arguments_give_one_line_and_exit_2(module, args, complaint):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,

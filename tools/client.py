@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 
+from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
 from tools.words import random_job_text
 
@@ -97,12 +98,14 @@ class UsageError(ClientError):
 
 
 class BrokerError(ClientError):
-    """The broker answered ``ERR <code> <text>``."""
+    """The broker answered ``ERR <code> <text>``. The message (what the
+    client prints) has control characters escaped as in the workers' syslog
+    (core.logline), so a broker's text cannot drive the user's terminal."""
 
     exit_code = EXIT_FAILED
 
     def __init__(self, code, text):
-        super().__init__(f"ERR {code} {text}".rstrip())
+        super().__init__(escape(f"ERR {code} {text}".rstrip(), backslash=False))
         self.code = code
         self.text = text
 

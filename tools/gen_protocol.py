@@ -169,7 +169,9 @@ def transcript(exchange):
             lines.append(f"M< {quoted(words[-1])}"
                          + (f"  ({'; '.join(notes)})" if notes else "") + within)
         elif "expect_syslog" in step:
-            lines.append(f"L< {quoted(step['expect_syslog'])}{within}")
+            size = (f"  (the datagram at most {step['max_bytes']} bytes)"
+                    if "max_bytes" in step else "")
+            lines.append(f"L< {quoted(step['expect_syslog'])}{size}{within}")
         elif "pause_broker" in step:
             lines.append("-- the broker is paused (SIGSTOP): it reads nothing until it resumes")
         elif "resume_broker" in step:
@@ -326,7 +328,8 @@ def render(spec):
         "multicast datagram (the word, then LF), `L<` a syslog message (after "
         "`<PRI>ident[pid]: `), `--` an action. In the worker role the suite is a core "
         "broker: it answers a long-poll `FETCH <seconds>` with `ERR BAD_ARGUMENT`, so the "
-        "transcripts show plain `FETCH` only. "
+        "transcripts show plain `FETCH` only, except where an exchange says the steps "
+        "answer `FETCH <seconds>` themselves. "
         "Patterns: `{name:int}` captures digits, `{name:word}` a word without spaces, "
         "`{name:any}` the rest of the line; `{name}` is a value captured before; "
         "`{_:any}` matches anything. When several connections are open, each line "
@@ -338,6 +341,8 @@ def render(spec):
                  f"({exchange['section']})"]
         if exchange.get("fresh_broker"):
             facts.append("needs a fresh broker")
+        if exchange.get("long_poll_fetch") == "steps":
+            facts.append("the steps answer `FETCH <seconds>` (the suite does not refuse it)")
         for name, value in exchange.get("broker_options", {}).items():
             facts.append(f"broker started with {name} {value}")
         add(", ".join(facts) + ".")

@@ -3,8 +3,13 @@
     python3 -m tools.mcast_listen [PORT] [--group 239.0.0.1] [--iface 127.0.0.1]
                                   [--count N] [--timeout S]
 
-Binds ('', PORT), joins GROUP on the interface with address IFACE and prints
-every datagram as ``HH:MM:SS.mmm  SOURCE_IP:PORT  word``. It only receives.
+Binds (GROUP, PORT), joins GROUP on the interface with address IFACE and
+prints every datagram to GROUP:PORT as ``HH:MM:SS.mmm  SOURCE_IP:PORT  word``
+(control characters and bytes that are not UTF-8 escaped, see
+``decode_word``). It only receives, and only its own group: on Linux a
+socket bound to the wildcard address gets the datagrams of every group any
+socket of the host joined on that port, so the socket is bound to the group
+address and IP_MULTICAST_ALL is off.
 """
 
 import argparse
@@ -13,6 +18,8 @@ import signal
 import socket
 import sys
 import time
+
+from core.logline import escape
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -29,12 +36,19 @@ __all__ = [
 DEFAULT_PORT = 30000
 DEFAULT_GROUP = "239.0.0.1"
 DEFAULT_IFACE = "127.0.0.1"
+# Linux <linux/in.h>: 0 = deliver only the groups this socket joined; the
+# socket module lacks the name before Python 3.12 (or on some builds).
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 
 def open_receiver(port=DEFAULT_PORT, group=DEFAULT_GROUP, iface=DEFAULT_IFACE):
-    """Return a UDP socket bound to ('', port) that has joined ``group`` on
-    the interface whose address is ``iface``. ``port`` 0 picks a free port
-    (read it back with ``getsockname()``). Raises OSError/ValueError."""
+    """Return a UDP socket that receives only datagrams sent to ``group``:``port``,
+    having joined ``group`` on the interface whose address is ``iface``.
+
+    Bound to (group, port), not the wildcard address, with IP_MULTICAST_ALL
+    off on Linux: either alone keeps out another group's datagrams to the
+    same port (see the module). ``port`` 0 picks a free port (read it back
+    with ``getsockname()``). Raises OSError/ValueError."""
     try:
         mreq = socket.inet_aton(group) + socket.inet_aton(iface)
     except OSError:
@@ -45,7 +59,9 @@ def open_receiver(port=DEFAULT_PORT, group=DEFAULT_GROUP, iface=DEFAULT_IFACE):
     try:
         # Several listeners (and workers' own tools) may share the port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("", port))
+        if sys.platform.startswith("linux"):
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.bind((group, port))
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
     except BaseException:
         sock.close()
@@ -60,9 +76,11 @@ def timestamp(when=None):
 
 
 def decode_word(data):
-    """Datagram payload as text: UTF-8 (invalid bytes replaced), the
-    trailing line break removed."""
-    return data.decode("utf-8", "replace").rstrip("\r\n")
+    """Datagram payload as text safe to print on one line: UTF-8, the
+    trailing line break removed, bytes that are not UTF-8 and control
+    characters escaped as in syslog (``\\xff``, ``\\x1b``; core.logline)."""
+    text = data.decode("utf-8", "surrogateescape")
+    return escape(text[:-1] if text.endswith("\n") else text, backslash=False)
 
 
 def format_datagram(data, addr, when=None):

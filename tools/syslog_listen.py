@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 
+from core.logline import syslog_message
 from tools.mcast_listen import _port, _positive, receive_each, serve, timestamp
 
 __all__ = [
@@ -48,10 +49,17 @@ def parse_syslog(data):
 
     ``facility`` and ``severity`` are names ("daemon", "info"); a facility
     code without a name comes back as its number in a string. The message
-    is the text after ``<PRI>``, decoded as UTF-8 (invalid bytes replaced,
-    a leading BOM dropped), without the trailing NUL and line break that
-    some senders (SysLogHandler's ``append_nul``) add. A datagram without a
-    valid ``<PRI>`` (0-191) gives ``(None, None, whole text)``.
+    is the text after ``<PRI>``, decoded as UTF-8 (a leading BOM dropped),
+    without the trailing NUL and line break that some senders
+    (SysLogHandler's ``append_nul``) add. A datagram without a valid
+    ``<PRI>`` (0-191) gives ``(None, None, whole text)``.
+
+    The message is safe to print, whatever the datagram held: one line,
+    bytes that are not UTF-8 and control characters escaped as the spec's
+    output.syslog writes them (``\\xff``, ``\\x1b``, ``\\u0085``; backslashes
+    left as they are, so a worker's escapes show once), and cut with the
+    spec's marker where the datagram passes RFC 3164's 1,024 bytes
+    (core.logline).
     """
     data = bytes(data)
     match = _PRI.match(data)
@@ -66,8 +74,9 @@ def parse_syslog(data):
         facility = severity = None
         body = data
     body = body.rstrip(b"\x00").rstrip(b"\r\n").rstrip(b"\x00")
-    text = body.decode("utf-8", "replace")
-    return facility, severity, text.removeprefix("\ufeff")
+    text = body.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    header = match.end() if match else 0
+    return facility, severity, syslog_message(text, header, backslash=False)
 
 
 def format_syslog(data, when=None):
