@@ -11,8 +11,9 @@ in a virtualenv (tox); its own site-packages comes first, so ``conformance``,
 Every program runs with its working directory outside the checkout and
 without PYTHONPATH (pytest-xdist sets it to the checkout). The "foreign
 project" directory holds a test of its own, a broker of its own (the original
-system's) and a folder named ``core/`` that fails on import, so that a target
-started there with ``python -m`` would break if the directory shadowed ours.
+system's) and (Python 3.11+, where python -P exists) a folder named ``core/``
+that fails on import, so that a target started there with ``python -m``
+would break if the directory shadowed ours.
 
 The build and install happen once per run: with pytest-xdist, the first
 worker builds under a lock and the others reuse it.
@@ -125,9 +126,10 @@ def foreign(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_foreign.py").write_text("def test_foreign():\n    assert True\n")
     shutil.copy(ROOT / "tests" / "original" / "workQueue.py", tmp_path / "workQueue.py")
-    (tmp_path / "core").mkdir()
-    (tmp_path / "core" / "__init__.py").write_text(
-        "raise ImportError('the foreign project\\'s core/ was imported')\n")
+    if sys.version_info >= (3, 11):  # python -P keeps it out (README, "Install")
+        (tmp_path / "core").mkdir()
+        (tmp_path / "core" / "__init__.py").write_text(
+            "raise ImportError('the foreign project\\'s core/ was imported')\n")
     return tmp_path
 
 
