@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .specfile import from_checkout
+
 USAGE = """\
 usage: python3 -m conformance [OPTIONS] [PYTEST OPTIONS]
 
@@ -101,10 +103,14 @@ def main(argv=None):
     if "--pytest-help" in options:
         args = ["--help" if arg == "--pytest-help" else arg for arg in args]
     suite = Path(__file__).resolve().parent
+    # Installed, the rootdir is site-packages: pytest's cache goes to the
+    # directory the run started in instead (a later -o cache_dir wins).
+    cache = [] if from_checkout() else ["-o", f"cache_dir={Path.cwd() / '.pytest_cache'}"]
     # -p by name, so that a conftest's pytest_plugins entry naming the same
-    # module does not register it twice.
+    # module (or the pytest11 entry point, which has its name) does not
+    # register it twice.
     return int(pytest.main(["-p", "conformance.plugin", "--rootdir", str(suite.parent),
-                            str(suite), *args]))
+                            *cache, str(suite), *args]))
 
 
 if __name__ == "__main__":

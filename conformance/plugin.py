@@ -10,9 +10,20 @@ templates and talks to them over sockets only.
 With several targets (targetset.py) each exchange is one item per target,
 ``JOB-001[select]``. Case selection and --list live in selection.py; the
 summary table and the Markdown/HTML reports in report.py.
+
+Loaded but idle: installed with pip, pytest loads this plugin in every run
+(the ``pytest11`` entry point, pyproject.toml), where it only adds its
+options. It runs (targets, private network namespace, the spec's cases) when
+a run asks for it (``suite_requested``): loaded by name (``-p
+conformance.plugin``, a conftest's ``pytest_plugins``, as this checkout's
+conftest.py and ``python3 -m conformance`` do), the suite's directory or spec
+named as a path, or one of REQUEST_OPTIONS given, which also adds the spec's
+cases to a run that does not name them.
 """
 
+import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -20,7 +31,7 @@ import pytest
 from .netns import describe, enter_private_netns
 from .capture import probe_capture
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
-from .specfile import load_spec
+from .specfile import default_spec, from_checkout, load_spec
 from .targets import TargetError
 from .targetset import TargetOptionError, resolve_targets
 
@@ -28,15 +39,28 @@ from .targetset import TargetOptionError, resolve_targets
 pytest_plugins = ["conformance.selection", "conformance.report"]
 
 SUITE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = SUITE_DIR.parent  # where spec/ is and the default targets run
-DEFAULT_SPEC = REPO_ROOT / "spec" / "protocol.yaml"
+# Where our packages are importable from: a checkout's root (where the targets
+# run, as they always did), or the installed packages' site-packages.
+REPO_ROOT = SUITE_DIR.parent
+DEFAULT_SPEC = default_spec()
+FROM_CHECKOUT = from_checkout()
 
+# Installed, the targets run in the user's directory: there -P (Python 3.11+)
+# keeps a folder named core/ or tools/ from shadowing our packages.
+_SAFE_PATH = "" if FROM_CHECKOUT or sys.version_info < (3, 11) else " -P"
 IMPLEMENTATIONS = {
-    impl: (f"{{python}} -m {impl}.broker {{client_port}} {{worker_port}}",
-           f"{{python}} -m {impl}.worker 127.0.0.1:{{worker_port}} {{output_port}} "
-           "{syslog_port} --word-delay {word_delay} --fetch-interval {fetch_interval}")
+    impl: (f"{{python}}{_SAFE_PATH} -m {impl}.broker {{client_port}} {{worker_port}}",
+           f"{{python}}{_SAFE_PATH} -m {impl}.worker 127.0.0.1:{{worker_port}} "
+           "{output_port} {syslog_port} --word-delay {word_delay} "
+           "--fetch-interval {fetch_interval}")
     for impl in ("impl_select", "impl_threads")
 }
+
+# Options that ask for a conformance run (the others only tune one): given
+# in a run that does not name the suite, they add the spec's cases to it.
+REQUEST_OPTIONS = ("impl", "target", "broker_cmd", "worker_cmd", "broker_addr",
+                   "workq_list", "workq_case", "workq_section", "workq_level",
+                   "workq_role", "workq_report", "workq_report_html")
 
 MARKERS = {
     "core": "exchange of the core level (the original system passes it)",
@@ -53,12 +77,14 @@ WORKER_PLACEHOLDERS = ("python", "broker", "worker_port", "output_port", "syslog
 SETTINGS = pytest.StashKey[Settings]()  # of the first target
 TARGETS = pytest.StashKey[dict]()  # target name -> Settings, in option order
 SPEC_PATH = pytest.StashKey[Path]()
+ACTIVE = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("workq", "workq conformance suite")
     group.addoption("--spec", default=str(DEFAULT_SPEC), metavar="PATH",
-                    help="protocol spec whose exchanges run (default: spec/protocol.yaml)")
+                    help="protocol spec whose exchanges run (default: workq's "
+                         "spec/protocol.yaml)")
     group.addoption("--impl", metavar="select|threads|select,threads",
                     help="test impl_select, impl_threads or both (default select "
                          "when no --target is given)")
@@ -89,7 +115,40 @@ def pytest_addoption(parser):
                     help="auto: run in a private network namespace where permitted")
 
 
+def suite_requested(config):
+    """Whether this pytest run is a conformance run (see the module's doc)."""
+    if ACTIVE not in config.stash:  # decided once, before the spec is added to a run
+        config.stash[ACTIVE] = (_loaded_by_name(config) or _asked_by_option(config)
+                                or _suite_named(config))
+    return config.stash[ACTIVE]
+
+
+def _loaded_by_name(config):
+    """-p conformance.plugin, PYTEST_PLUGINS, or a module's pytest_plugins."""
+    names = list(config.option.plugins or [])
+    names += os.environ.get("PYTEST_PLUGINS", "").split(",")
+    for plugin in config.pluginmanager.get_plugins():
+        listed = getattr(plugin, "pytest_plugins", None) \
+            if isinstance(plugin, types.ModuleType) else None
+        names += [listed] if isinstance(listed, str) else list(listed or [])
+    return __name__ in names
+
+
+def _asked_by_option(config):
+    return (any(config.getoption(dest) for dest in REQUEST_OPTIONS)
+            or config.getoption("spec") != str(DEFAULT_SPEC))
+
+
+def _suite_named(config):
+    """The suite's directory or its spec file is a path of the command line."""
+    return bool({SUITE_DIR, Path(config.getoption("spec")).resolve()} & _named_paths(config))
+
+
 def pytest_configure(config):
+    if not suite_requested(config):
+        return  # installed and not asked for: a foreign project's run, untouched
+    if _asked_by_option(config) and not _suite_named(config):
+        config.args.append(str(SUITE_DIR))  # collected once, also when a parent is named
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
@@ -116,7 +175,9 @@ def pytest_configure(config):
     multicast_group = _multicast_group(spec_path)
     config.stash[TARGETS] = {
         target.name: Settings(broker_cmd=target.broker_cmd, worker_cmd=target.worker_cmd,
-                              cwd=REPO_ROOT, python=sys.executable,
+                              cwd=REPO_ROOT if FROM_CHECKOUT
+                              else config.invocation_params.dir,
+                              python=sys.executable,
                               multicast_group=multicast_group,
                               broker_addr=target.broker_addr, network=network,
                               word_delay=config.getoption("word_delay"),
@@ -159,6 +220,8 @@ def _multicast_ttl(spec_path):
 
 
 def pytest_report_header(config):
+    if not suite_requested(config):
+        return None
     settings = config.stash[SETTINGS]
     targets = config.stash[TARGETS]
     lines = [f"workq spec: {config.stash[SPEC_PATH]}",
@@ -181,7 +244,8 @@ def pytest_report_header(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collect_directory(path, parent):
     # Collecting conformance/ means collecting the spec's exchanges.
-    if path.name == SUITE_DIR.name and path.resolve() == SUITE_DIR:
+    if path.name == SUITE_DIR.name and path.resolve() == SUITE_DIR \
+            and suite_requested(parent.config):
         return SuiteDirectory.from_parent(parent, path=path)
     return None
 
@@ -189,6 +253,8 @@ def pytest_collect_directory(path, parent):
 def pytest_collect_file(file_path, parent):
     # Also when the spec file itself is named: pytest spec/protocol.yaml::JOB-001
     config = parent.config
+    if not suite_requested(config):
+        return None
     spec_path = config.stash[SPEC_PATH]
     if file_path.name == spec_path.name and file_path.resolve() == spec_path \
             and spec_path in _named_paths(config):

@@ -39,7 +39,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller receives its reports and writes
-    config.pluginmanager.register(ResultBook(config), "workq-results")
+    from .plugin import suite_requested  # as in _target_settings
+    if suite_requested(config):  # not in a foreign project's own run
+        config.pluginmanager.register(ResultBook(config), "workq-results")
 
 
 class CaseResult:

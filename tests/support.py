@@ -28,12 +28,14 @@ BROKER_LINE = re.compile(r"workq broker \((\w+)\): clients on [^\s,]+:(\d+), "
 
 class Process:
     """A ``python3 -m MODULE ARGS...`` child: stdout is a pipe (for the start-up
-    line), stderr goes to a temporary file so a chatty child never blocks."""
+    line), stderr goes to a temporary file so a chatty child never blocks.
+    ``argv`` (with ``cwd`` and ``env``) starts another program instead, e.g.
+    an installed console script: ``Process(None, argv=[...], cwd=...)``."""
 
-    def __init__(self, module, *args):
-        self.argv = [sys.executable, "-m", module, *map(str, args)]
+    def __init__(self, module, *args, argv=None, cwd=ROOT, env=None):
+        self.argv = argv or [sys.executable, "-m", module, *map(str, args)]
         self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=self._stderr)
         self.pid = self.proc.pid
 
