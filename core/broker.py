@@ -18,6 +18,16 @@ With a ``store`` (durable jobs), every new job and completion is handed to it;
 the shell commits the store before it sends the replies of a batch, so an
 ``ID`` or ``OK`` is never seen before it is on disk.
 
+Memory is bounded in bytes (spec ``limits.memory``): ``memory_used`` counts
+job texts (plus ``JOB_OVERHEAD`` each), unfinished lines, lines held behind a
+waiting FETCH and replies the kernel has not taken (the shells report those
+with ``charge_output`` / ``output_taken``), against ``max_memory``.
+
+Descriptors (spec ``limits.connections``): when accept fails for lack of them
+the shell asks ``shed`` which connections to close, the ones that have given
+least; a token broker closes connections that do not authenticate within
+``auth_timeout`` seconds.
+
 Jobs live in compact structures indexed by id (ids are dense, from 1): a list
 of texts and a bytearray of states, so STATUS, FETCH and DONE are O(1) and a
 million waiting jobs cost little more than their texts.
@@ -25,6 +35,7 @@ million waiting jobs cost little more than their texts.
 
 import hmac
 import heapq
+import os
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
@@ -63,15 +74,42 @@ MAX_FETCH_WAIT = 3600.0
 # answered in order once it ends. Past this the peer is not a worker.
 MAX_BACKLOG = 1024
 SWEEP_INTERVAL = 1.0
+DEFAULT_AUTH_TIMEOUT = 10.0
+# A connection younger than this is never shed: its first line may be in the
+# kernel's buffer, not yet read by the shell (spec limits.connections).
+SHED_GRACE = 1.0
+# What one job costs beyond its text, in bytes: the bytes object's header
+# (33 B on 64-bit CPython), its slot in texts (8 B), its state byte, its slot
+# in the waiting deque (8 B) and malloc's rounding. Measured: spec limits.memory.
+JOB_OVERHEAD = 64
+# The same for each unfinished line and each line held behind a FETCH.
+LINE_OVERHEAD = 64
+# Jobs may fill this share of max_memory; the rest is kept for connection
+# buffers, so that workers can still fetch and finish jobs when the queue is full.
+JOB_SHARE = 3 / 4
+# Default budget: this fraction of physical memory (spec limits.memory).
+DEFAULT_MEMORY_FRACTION = 0.25
+FALLBACK_MEMORY = 1 << 30
+
+
+def default_max_memory():
+    """The default memory budget in bytes: DEFAULT_MEMORY_FRACTION of physical RAM
+    (sysconf SC_PHYS_PAGES x SC_PAGE_SIZE), or 1 GiB where the system does not say."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    return int(total * DEFAULT_MEMORY_FRACTION) if total > 0 else FALLBACK_MEMORY
 
 
 class Connection:
     """Per-connection protocol state: its port, its line framer, the jobs it holds."""
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
-                 "waiting_fetch", "backlog", "partial_since", "io")
+                 "waiting_fetch", "backlog", "partial_since", "io", "opened", "last_read",
+                 "partial_charge", "backlog_charge", "output_charge")
 
-    def __init__(self, port, max_line, handlers, authenticated):
+    def __init__(self, port, max_line, handlers, authenticated, opened=0.0):
         self.port = port
         self.framer = LineFramer(max_line)
         self.held = set()
@@ -82,17 +120,35 @@ class Connection:
         self.backlog = None          # lines received while it waits
         self.partial_since = None    # when an unfinished line started (idle timeout)
         self.io = None               # the shell's object for this connection
+        self.opened = opened         # when it was accepted (auth timeout, shedding)
+        self.last_read = None        # when it last sent anything; None: never
+        self.partial_charge = 0      # bytes of memory_used for its unfinished line,
+        self.backlog_charge = 0      # its lines held behind a FETCH,
+        self.output_charge = 0       # its replies the kernel has not taken
 
     def __repr__(self):
         return f"<Connection {self.port} holding {sorted(self.held)}>"
 
 
 class BrokerCore:
+    """The broker's state and rules; see the module docstring for how a shell drives it.
+
+    ``max_memory``: the byte budget (None: ``default_max_memory()``);
+    ``auth_timeout``: seconds a connection has to authenticate when ``token`` is set.
+    """
+
     def __init__(self, max_line=DEFAULT_MAX_LINE, max_waiting=DEFAULT_MAX_WAITING,
-                 idle_timeout=DEFAULT_IDLE_TIMEOUT, token=None, store=None):
+                 idle_timeout=DEFAULT_IDLE_TIMEOUT, token=None, store=None,
+                 max_memory=None, auth_timeout=DEFAULT_AUTH_TIMEOUT):
         self.max_line = max_line
         self.max_waiting = max_waiting
         self.idle_timeout = idle_timeout
+        self.auth_timeout = auth_timeout
+        self.max_memory = default_max_memory() if max_memory is None else max_memory
+        self.job_memory = int(self.max_memory * JOB_SHARE)   # JOB is refused past this
+        self.memory_used = 0           # bytes held, as counted (see module docstring)
+        self.connections = set()       # every open Connection (for shed)
+        self._unauthenticated = set()  # connections that must AUTH before auth_timeout
         self.token = token.encode() if isinstance(token, str) else token
         self.store = store
         self.deliveries = []           # (conn, bytes) for connections other than the caller
@@ -116,9 +172,14 @@ class BrokerCore:
 
     # -- connection lifecycle -------------------------------------------------
 
-    def open(self, port):
+    def open(self, port, now=0.0):
+        """A new connection on ``port`` (CLIENT or WORKER), accepted at ``now``."""
         self.open_connections[port] += 1
-        return Connection(port, self.max_line, self._handlers[port], self.token is None)
+        conn = Connection(port, self.max_line, self._handlers[port], self.token is None, now)
+        self.connections.add(conn)
+        if self.token is not None:
+            self._unauthenticated.add(conn)
+        return conn
 
     def restore(self, next_id, waiting, completed):
         """Start from a store's contents: ``waiting`` (id, text) pairs in id order,
@@ -131,11 +192,14 @@ class BrokerCore:
             self.texts[job_id] = text
             self.states[job_id] = WAITING
             self.waiting.append(job_id)
+            # Restored jobs are never refused, even past the budget: JOB is, until they are done.
+            self.memory_used += len(text) + JOB_OVERHEAD
         self.completed = len(completed)
 
     def receive(self, conn, data, now=0.0):
         """Answer every complete line in ``data``; return the replies joined."""
         framer = conn.framer
+        conn.last_read = now
         if conn.waiting_fetch is None and conn.partial_since is None:
             # Fast path for the commonest read: one whole request, nothing pending.
             line = framer.single_line(data)
@@ -145,6 +209,9 @@ class BrokerCore:
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)
+        if conn.partial_charge:               # that line is complete now, or charged again below
+            self.memory_used -= conn.partial_charge
+            conn.partial_charge = 0
         if conn.waiting_fetch is not None:
             replies = self._hold(conn, lines)
         else:
@@ -165,6 +232,13 @@ class BrokerCore:
             if conn.partial_since is None:
                 conn.partial_since = now
                 self._partial.add(conn)
+            if not conn.closing:
+                charge = framer.partial_length() + LINE_OVERHEAD
+                if self.memory_used + charge > self.max_memory:
+                    replies.append(self._memory_full(conn, "an unfinished line"))
+                else:
+                    conn.partial_charge = charge
+                    self.memory_used += charge
         elif conn.partial_since is not None:
             conn.partial_since = None
             self._partial.discard(conn)
@@ -185,6 +259,11 @@ class BrokerCore:
         conn.closing = True
         conn.waiting_fetch = None           # its entries in fetchers/_timers are skipped
         self._partial.discard(conn)
+        self._unauthenticated.discard(conn)
+        self.connections.discard(conn)
+        self.memory_used -= conn.partial_charge + conn.backlog_charge + conn.output_charge
+        conn.partial_charge = conn.backlog_charge = conn.output_charge = 0
+        conn.backlog = None
         if conn.held:
             for job_id in sorted(conn.held, reverse=True):
                 self._move(job_id, "holder lost")
@@ -201,27 +280,90 @@ class BrokerCore:
         while timers and timers[0][2].waiting_fetch != timers[0][0]:
             heapq.heappop(timers)             # answered or closed since
         deadline = timers[0][0] if timers else None
-        if self._partial:
-            # Unfinished lines are swept once a second, not tracked one by one.
+        if self._partial or self._unauthenticated:
+            # Unfinished lines and unauthenticated connections are swept once a
+            # second, not tracked one by one.
             deadline = self._next_sweep if deadline is None else min(deadline, self._next_sweep)
         return deadline
 
     def tick(self, now):
+        """Do what is due at ``now``: FETCH waits that end, idle lines, auth timeouts.
+        Replies go to ``deliveries``; a connection to close has ``closing`` set."""
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, conn = heapq.heappop(timers)
             if conn.waiting_fetch == deadline:
                 self._end_wait(conn, _NOJOB, now)
-        if not self._partial or now < self._next_sweep:
+        if not (self._partial or self._unauthenticated) or now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
         for conn in [c for c in self._partial if c.partial_since + self.idle_timeout <= now]:
-            self._partial.discard(conn)
-            conn.partial_since = None
+            self._drop_partial(conn)        # never answered: it timed out
+            if not conn.closing:
+                conn.closing = True
+                self.deliveries.append((conn, err(
+                    "IDLE_TIMEOUT", f"no end of line within {self.idle_timeout:g} s")))
+        for conn in [c for c in self._unauthenticated if c.opened + self.auth_timeout <= now]:
+            self._unauthenticated.discard(conn)
+            if not conn.closing:
+                conn.closing = True
+                self._drop_partial(conn)
+                self.deliveries.append((conn, err(
+                    "AUTH_TIMEOUT", f"no AUTH within {self.auth_timeout:g} s")))
+
+    def _drop_partial(self, conn):
+        """Forget a connection's unfinished line and what it was charged."""
+        self._partial.discard(conn)
+        conn.partial_since = None
+        conn.framer.take_partial()
+        self.memory_used -= conn.partial_charge
+        conn.partial_charge = 0
+
+    def _memory_full(self, conn, what):
+        """The reply for a connection whose buffer does not fit the budget; it is closed."""
+        conn.closing = True
+        self._drop_partial(conn)
+        return err("MEMORY_FULL", f"{what} does not fit the memory budget "
+                                  f"of {self.max_memory} bytes")
+
+    # -- resources ----------------------------------------------------------------
+
+    def charge_output(self, conn, nbytes):
+        """The shell keeps ``nbytes`` more of replies for ``conn`` that the kernel has
+        not taken. False (nothing charged) when they do not fit ``max_memory``: the
+        shell then drops the connection without a reply (spec limits.memory)."""
+        if self.memory_used + nbytes > self.max_memory:
+            return False
+        self.memory_used += nbytes
+        conn.output_charge += nbytes
+        return True
+
+    def output_taken(self, conn, nbytes):
+        """The kernel took ``nbytes`` of the replies charged for ``conn`` (or the shell
+        discarded them). Harmless after ``close``, which releases everything."""
+        nbytes = min(nbytes, conn.output_charge)
+        conn.output_charge -= nbytes
+        self.memory_used -= nbytes
+
+    def shed(self, now, count=1):
+        """Out of descriptors: up to ``count`` connections for the shell to close so a
+        new peer can get in, those that have given least first (spec
+        limits.connections): never authenticated, then never sent anything, then
+        silent longest. Never one holding a job, with a FETCH waiting, or opened
+        less than SHED_GRACE seconds before ``now``. Each is marked closing and
+        its reply is put in ``deliveries``; O(connections)."""
+        young = now - SHED_GRACE
+        candidates = [conn for conn in self.connections
+                      if not conn.held and conn.waiting_fetch is None and not conn.closing
+                      and conn.opened <= young]
+        chosen = heapq.nsmallest(count, candidates, key=_shed_rank)
+        for conn in chosen:
             conn.closing = True
-            conn.framer.take_partial()      # never answered: it timed out
+            self._drop_partial(conn)
             self.deliveries.append((conn, err(
-                "IDLE_TIMEOUT", f"no end of line within {self.idle_timeout:g} s")))
+                "SHED", "the broker is out of descriptors; this quiet connection was closed "
+                        "to let another in")))
+        return chosen
 
     # -- requests ---------------------------------------------------------------
 
@@ -255,6 +397,7 @@ class BrokerCore:
             return err("AUTH_FAILED", "wrong token")
         conn.closing = False
         conn.authenticated = True
+        self._unauthenticated.discard(conn)
         return _OK
 
     def _auth(self, conn, arg, now):
@@ -272,17 +415,28 @@ class BrokerCore:
             conn.closing = True
             conn.waiting_fetch = None
             return [err("BACKLOG_FULL", f"more than {MAX_BACKLOG} lines sent while a FETCH waits")]
+        if lines:
+            charge = sum(map(len, lines)) + LINE_OVERHEAD * len(lines)
+            if self.memory_used + charge > self.max_memory:
+                conn.waiting_fetch = None
+                return [self._memory_full(conn, "a line sent while a FETCH waits")]
+            conn.backlog_charge += charge
+            self.memory_used += charge
         return []
 
     def _end_wait(self, conn, reply, now):
         """Answer a waiting FETCH, then the lines held behind it."""
         conn.waiting_fetch = None
         backlog, conn.backlog = conn.backlog, None
+        if conn.backlog_charge:
+            self.memory_used -= conn.backlog_charge
+            conn.backlog_charge = 0
         replies = [reply]
         for index, line in enumerate(backlog or ()):
             reply = self._answer(conn, line, now)
             if reply is None:                     # another FETCH <seconds> waits
-                conn.backlog = backlog[index + 1:]
+                conn.backlog = []
+                self._hold(conn, backlog[index + 1:])
                 break
             replies.append(reply)
         self.deliveries.append((conn, b"".join(replies)))
@@ -301,6 +455,11 @@ class BrokerCore:
             raise RequestError("EMPTY_JOB", "job text is empty")
         if len(waiting) >= self.max_waiting:
             raise RequestError("QUEUE_FULL", f"queue full: {self.max_waiting} jobs waiting")
+        used = self.memory_used + len(text) + JOB_OVERHEAD
+        if used > self.job_memory:
+            raise RequestError("QUEUE_FULL", f"queue full: jobs fill their {self.job_memory} "
+                                             f"bytes of the memory budget")
+        self.memory_used = used
         job_id = len(texts)
         texts.append(text)
         self.states.append(WAITING)
@@ -361,6 +520,7 @@ class BrokerCore:
         self._move(job_id, "done")
         del self.holders[job_id]
         conn.held.discard(job_id)
+        self.memory_used -= len(self.texts[job_id]) + JOB_OVERHEAD
         self.texts[job_id] = None
         self.completed += 1
         if self.store is not None:
@@ -376,6 +536,11 @@ class BrokerCore:
 
     def _move(self, job_id, event):
         self.states[job_id] = TRANSITIONS[self.states[job_id], event]
+
+
+def _shed_rank(conn):
+    """Sort key of shed: who has given least comes first."""
+    return (conn.authenticated, conn.last_read is not None, conn.last_read or conn.opened)
 
 
 def _fetch_wait(arg):

@@ -8,9 +8,13 @@ made them; they are sent outside the lock, so a peer that stops reading blocks
 only its own thread (and is dropped once a send has waited SEND_TIMEOUT). With
 a store, a reply waits in the queue until the changes it acknowledges are on
 disk. A timer thread answers FETCH <seconds> that run out and closes
-connections that never finish a line.
+connections that never finish a line or never authenticate. Queued replies
+are charged to the core's memory budget until sent; a peer whose replies do
+not fit is shut down. Out of descriptors, the acceptor sheds the quiet
+connections the core chooses and accepts again.
 """
 
+import errno
 import socket
 import struct
 import sys
@@ -24,6 +28,8 @@ from impl_select.netutil import READ_SIZE, keep_alive
 FLAVOUR = "threads"
 # A peer whose kernel buffer stays full this long does not read: drop it.
 SEND_TIMEOUT = 30.0
+# Out of descriptors after shedding, wait this long for a descriptor to free.
+ACCEPT_PAUSE = 0.1
 
 
 class Peer:
@@ -47,6 +53,7 @@ class ThreadedBroker:
         self.timer_wakeup = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.peers = set()                      # open peers, shut down on stop
+        self.freed = threading.Event()          # a peer closed: a descriptor is free
 
     def serve(self):
         for port, sock in self.listeners.items():
@@ -65,11 +72,15 @@ class ThreadedBroker:
         while not self.stopping.is_set():
             try:
                 sock, _ = listener.accept()
-            except OSError:
+            except OSError as error:
                 if self.stopping.is_set():
                     return
+                if error.errno in (errno.EMFILE, errno.ENFILE) and self._shed():
+                    # The shed peer's thread closes its socket: wait for that.
+                    self.freed.wait(ACCEPT_PAUSE)
+                    continue
                 # Out of descriptors or threads: wait a little instead of spinning.
-                self.stopping.wait(0.1)
+                self.stopping.wait(ACCEPT_PAUSE)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
@@ -77,7 +88,7 @@ class ThreadedBroker:
                             struct.pack("ll", int(SEND_TIMEOUT), 0))
             keep_alive(sock)
             with self.lock:
-                peer = Peer(sock, self.core.open(port))
+                peer = Peer(sock, self.core.open(port, monotonic()))
                 peer.conn.io = peer
                 self.peers.add(peer)
             try:
@@ -95,7 +106,7 @@ class ThreadedBroker:
                     reply = core.receive(conn, data, now) if data else core.end_of_input(conn, now)
                     mark = self._recorded()
                     if reply:
-                        peer.outbox.append((mark, reply))
+                        self._queue(peer, mark, reply)
                     others = self._post_deliveries(mark)
                 self._send_posted(mark, peer, *others)
         except OSError:
@@ -118,9 +129,38 @@ class ThreadedBroker:
         for conn, data in deliveries:
             peer = conn.io
             if peer is not None:
-                peer.outbox.append((mark, data))
+                self._queue(peer, mark, data)
                 peers.append(peer)
         return peers
+
+    def _queue(self, peer, mark, data):
+        """Under the lock: queue a reply for ``peer`` if the memory budget takes it;
+        if not, the peer is shut down (its thread then closes it)."""
+        if self.core.charge_output(peer.conn, len(data)):
+            peer.outbox.append((mark, data))
+        else:
+            peer.conn.closing = True
+            _shut(peer.sock)
+
+    def _shed(self):
+        """Out of descriptors: shut down the connection the core chooses, after a
+        best-effort ERR SHED (never blocking). False: none may be shed."""
+        with self.lock:
+            victims = self.core.shed(monotonic(), 1)
+            notes = [(conn.io, data) for conn, data in self.core.deliveries
+                     if conn.io is not None]
+            self.core.deliveries = []
+            self.freed.clear()
+        for peer, data in notes:
+            if peer.send_lock.acquire(blocking=False):
+                try:
+                    peer.sock.send(data, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+                finally:
+                    peer.send_lock.release()
+            _shut(peer.sock)
+        return bool(victims)
 
     def _send_posted(self, mark, *peers):
         """Outside the lock: once changes up to ``mark`` are durable, send what the
@@ -145,6 +185,8 @@ class ThreadedBroker:
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 outbox.clear()
                 _shut(peer.sock)
+            with self.lock:           # sent (or lost): no longer held
+                self.core.output_taken(peer.conn, sum(map(len, ready)))
 
     def _timer_loop(self):
         core = self.core
@@ -171,6 +213,7 @@ class ThreadedBroker:
 
     def _close_peer(self, peer):
         peer.sock.close()
+        self.freed.set()
         with self.lock:
             self.peers.discard(peer)
             peer.conn.io = None

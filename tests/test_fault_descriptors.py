@@ -5,9 +5,10 @@
   which gets an answer, and a new client is still served; STATS counts them.
   (The threads broker's ceiling is measured once by hand: RELIABILITY.md.)
 - ``test_out_of_descriptors``: both brokers, with RLIMIT_NOFILE lowered to 64
-  (soft and hard) once running: connections are opened until accept fails;
-  the broker neither crashes nor spins (its CPU time over a short window),
-  and once some connections close the waiting ones and new ones are served.
+  (soft and hard) once running: worker connections, each with a FETCH
+  waiting (which the broker never sheds), are opened until accept fails; the
+  broker neither crashes nor spins (its CPU time over a short window), and
+  once some connections close the waiting ones and new ones are served.
 """
 
 import resource
@@ -144,8 +145,9 @@ def test_out_of_descriptors(impl):
         room = NOFILE - used - (1 if impl == "impl_threads" else 0)
         assert room > FREED, f"broker already uses {used} descriptors of {NOFILE}"
         for _ in range(room + BEYOND):
-            sock = socket.create_connection(("127.0.0.1", broker.client_port), timeout=10)
-            sock.sendall(b"STATS\n")
+            # A waiting FETCH: a connection the broker may not shed to make room.
+            sock = socket.create_connection(("127.0.0.1", broker.worker_port), timeout=10)
+            sock.sendall(b"STATS\nFETCH 600\n")
             socks.append(sock)
         served = answers(socks, deadline, expected=room)
         assert len(served) == room, (
