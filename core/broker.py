@@ -350,8 +350,9 @@ class BrokerCore:
         new peer can get in, those that have given least first (spec
         limits.connections): never authenticated, then never sent anything, then
         silent longest. Never one holding a job, with a FETCH waiting, or opened
-        less than SHED_GRACE seconds before ``now``. Each is marked closing and
-        its reply is put in ``deliveries``; O(connections)."""
+        less than SHED_GRACE seconds before ``now``. Each is marked closing; the
+        shell closes it without a reply (it neither speaks nor, maybe, reads).
+        O(connections)."""
         young = now - SHED_GRACE
         candidates = [conn for conn in self.connections
                       if not conn.held and conn.waiting_fetch is None and not conn.closing
@@ -360,9 +361,6 @@ class BrokerCore:
         for conn in chosen:
             conn.closing = True
             self._drop_partial(conn)
-            self.deliveries.append((conn, err(
-                "SHED", "the broker is out of descriptors; this quiet connection was closed "
-                        "to let another in")))
         return chosen
 
     # -- requests ---------------------------------------------------------------

@@ -63,7 +63,7 @@ def broker_parser(prog, flavour):
                         help="seconds a connection may take to finish a line it started "
                              f"(default {DEFAULT_IDLE_TIMEOUT:g}); then ERR IDLE_TIMEOUT and it is closed. "
                              "Connections that are merely quiet are closed only when the "
-                             "broker runs out of descriptors (ERR SHED)")
+                             "broker runs out of descriptors")
     parser.add_argument("--max-memory", type=positive_int, default=None, metavar="BYTES",
                         help="bytes the broker may hold in total: job texts, unfinished lines, "
                              "lines behind a waiting FETCH, unsent replies (default "

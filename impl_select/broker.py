@@ -132,20 +132,12 @@ class SelectBroker:
             self.selector.register(sock, READ, peer)
 
     def _shed(self):
-        """Close the connection the core chooses to free a descriptor, after a
-        best-effort ERR SHED (never waiting for it). False: none may be shed."""
+        """Close the connection the core chooses, to free a descriptor; False: none
+        may be shed."""
         victims = self.core.shed(monotonic(), 1)
-        deliveries = self.core.deliveries      # empty before: only the ERR SHED replies
-        for conn, data in deliveries:
-            peer = conn.io
-            if peer is not None:
-                if not peer.outbox and not peer.replies:
-                    try:
-                        peer.sock.send(data)
-                    except OSError:
-                        pass
-                self._drop(peer)
-        deliveries.clear()
+        for conn in victims:
+            if conn.io is not None:
+                self._drop(conn.io)
         return bool(victims)
 
     def _pause_accepting(self):

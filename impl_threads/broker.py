@@ -143,22 +143,12 @@ class ThreadedBroker:
             _shut(peer.sock)
 
     def _shed(self):
-        """Out of descriptors: shut down the connection the core chooses, after a
-        best-effort ERR SHED (never blocking). False: none may be shed."""
+        """Out of descriptors: shut down the connection the core chooses (its thread
+        then closes it and sets ``freed``). False: none may be shed."""
         with self.lock:
-            victims = self.core.shed(monotonic(), 1)
-            notes = [(conn.io, data) for conn, data in self.core.deliveries
-                     if conn.io is not None]
-            self.core.deliveries = []
+            victims = [conn.io for conn in self.core.shed(monotonic(), 1) if conn.io is not None]
             self.freed.clear()
-        for peer, data in notes:
-            if peer.send_lock.acquire(blocking=False):
-                try:
-                    peer.sock.send(data, socket.MSG_DONTWAIT)
-                except OSError:
-                    pass
-                finally:
-                    peer.send_lock.release()
+        for peer in victims:
             _shut(peer.sock)
         return bool(victims)
 
