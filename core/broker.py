@@ -148,6 +148,9 @@ class BrokerCore:
         self.job_memory = int(self.max_memory * JOB_SHARE)   # JOB is refused past this
         self.memory_used = 0           # bytes held, as counted (see module docstring)
         self.connections = set()       # every open Connection (for shed)
+        # Bytes of job texts copied into the replies of the read being answered
+        # (None outside receive's many-line path): a worker pipelining FETCHes.
+        self._batch = None
         self._unauthenticated = set()  # connections that must AUTH before auth_timeout
         self.token = token.encode() if isinstance(token, str) else token
         self.store = store
@@ -209,6 +212,7 @@ class BrokerCore:
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)
+        self._batch = 0
         if conn.partial_charge:               # that line is complete now, or charged again below
             self.memory_used -= conn.partial_charge
             conn.partial_charge = 0
@@ -223,8 +227,9 @@ class BrokerCore:
                     replies.extend(self._hold(conn, lines[index + 1:]))
                     break
                 replies.append(reply)
-                if conn.closing:                         # AUTH failed: ignore the rest
+                if conn.closing:                         # AUTH failed, MEMORY_FULL: ignore the rest
                     break
+        self._batch = None
         if framer.too_long:
             replies.append(err("LINE_TOO_LONG", f"line longer than {self.max_line} bytes"))
             conn.closing = True
@@ -486,6 +491,8 @@ class BrokerCore:
         if self.waiting:
             if arg:
                 _fetch_wait(arg)          # still reject a bad argument
+            if self._batch is not None:
+                self._charge_batch(conn)
             return self._take_next(conn)
         if not arg:
             return _NOJOB
@@ -498,6 +505,16 @@ class BrokerCore:
         self._timer_seq += 1
         heapq.heappush(self._timers, (deadline, self._timer_seq, conn))
         return None
+
+    def _charge_batch(self, conn):
+        """Count the copy of the next job's text in this read's replies; past the
+        budget the connection gets ERR MEMORY_FULL instead, and is closed (the
+        jobs it took go back to the queue when it closes)."""
+        self._batch += len(self.texts[self.waiting[0]]) + LINE_OVERHEAD
+        if self.memory_used + self._batch > self.max_memory:
+            conn.closing = True
+            raise RequestError("MEMORY_FULL", f"the replies to one read do not fit the memory "
+                                              f"budget of {self.max_memory} bytes")
 
     def _take_next(self, conn):
         job_id = self.waiting.popleft()

@@ -3,7 +3,9 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from core.broker import CLIENT, WORKER, BrokerCore, TRANSITIONS, WAITING, RUNNING, COMPLETED
+from core.broker import (
+    CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER, BrokerCore,
+)
 
 
 @pytest.fixture
@@ -229,3 +231,121 @@ def test_store_sees_new_and_completed_jobs_and_restore_continues_ids():
     restarted.restore(3, [(2, b"b")], [1])
     client = restarted.open(CLIENT)
     assert talk(restarted, client, b"STATUS 1\nSTATUS 2\nJOB c\n") == ["completed", "waiting", "ID 3"]
+
+
+# -- resources: the memory budget (spec limits.memory) ---------------------------------
+
+def test_job_is_refused_past_three_quarters_of_the_memory_budget_and_accepted_after_a_done():
+    broker = BrokerCore(max_memory=4000)         # jobs may hold 3,000 bytes
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    text = b"x" * (1000 - JOB_OVERHEAD)          # counts 1,000 bytes
+    replies = talk(broker, client, b"".join(b"JOB " + text + b"\n" for _ in range(4)))
+    assert replies[:3] == ["ID 1", "ID 2", "ID 3"], f"expected three jobs accepted, got {replies}"
+    assert replies[3].startswith("ERR QUEUE_FULL ") and "memory" in replies[3], (
+        f"expected the fourth refused for memory, got {replies[3]!r}")
+    assert broker.memory_used == 3000, f"expected 3000 bytes counted, got {broker.memory_used}"
+    assert talk(broker, worker, b"FETCH\n")[0].startswith("JOB 1 ")
+    assert talk(broker, worker, b"DONE 1\n") == ["OK"]
+    assert talk(broker, client, b"JOB " + text + b"\n") == ["ID 4"], "a done job gives its bytes back"
+
+
+def test_unfinished_line_is_counted_and_refused_with_memory_full():
+    broker = BrokerCore(max_memory=1000)
+    slow, greedy = broker.open(CLIENT), broker.open(CLIENT)
+    broker.receive(slow, b"JOB " + b"a" * 300)
+    assert broker.memory_used == 304 + LINE_OVERHEAD, f"got {broker.memory_used}"
+    reply = broker.receive(greedy, b"JOB " + b"b" * 700).decode()
+    assert reply.startswith("ERR MEMORY_FULL ") and greedy.closing, f"got {reply!r}"
+    assert broker.receive(slow, b"\n") == b"ID 1\n"
+    assert broker.memory_used == 300 + JOB_OVERHEAD, "the finished line is counted as a job only"
+    broker.close(greedy)
+    assert broker.memory_used == 300 + JOB_OVERHEAD
+
+
+def test_lines_held_behind_a_waiting_fetch_are_counted_until_answered():
+    broker = BrokerCore(max_memory=10_000)
+    worker, client = broker.open(WORKER), broker.open(CLIENT)
+    broker.receive(worker, b"FETCH 30\nSTATS\nSTATS\n", now=0.0)
+    assert broker.memory_used == 10 + 2 * LINE_OVERHEAD, f"got {broker.memory_used}"
+    talk(broker, client, b"JOB a\n")
+    assert broker.memory_used == 1 + JOB_OVERHEAD, "the held lines were answered and released"
+    assert broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 2000).startswith(b"ERR BACKLOG_FULL")
+
+
+def test_too_many_held_lines_for_the_budget_get_memory_full():
+    broker = BrokerCore(max_memory=1000)
+    worker = broker.open(WORKER)
+    reply = broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 20).decode()
+    assert reply.startswith("ERR MEMORY_FULL ") and worker.closing, f"got {reply!r}"
+    assert broker.memory_used == 0
+
+
+def test_replies_to_one_read_count_the_job_texts_they_copy():
+    broker = BrokerCore(max_memory=5000)       # 3 jobs count 2,592; each copy 864 more
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    talk(broker, client, b"".join(b"JOB " + b"x" * 800 + b"\n" for _ in range(3)))
+    replies = talk(broker, worker, b"FETCH\n" * 3)
+    assert [r[:6] for r in replies] == ["JOB 1 ", "JOB 2 ", "ERR ME"], (
+        f"expected two jobs then ERR MEMORY_FULL, got {[r[:30] for r in replies]}")
+    broker.close(worker)
+    again = broker.open(WORKER)
+    assert talk(broker, again, b"FETCH\n")[0].startswith("JOB 1 "), "the jobs it took are back"
+
+
+def test_unsent_output_is_charged_released_and_bounded():
+    broker = BrokerCore(max_memory=1000)
+    peer = broker.open(CLIENT)
+    assert broker.charge_output(peer, 600) and broker.memory_used == 600
+    assert not broker.charge_output(peer, 600), "past the budget: refused"
+    broker.output_taken(peer, 100)
+    assert broker.memory_used == 500
+    broker.close(peer)
+    broker.output_taken(peer, 500)       # the shell reports a send after close: harmless
+    assert broker.memory_used == 0, f"got {broker.memory_used}"
+
+
+# -- resources: silent peers (spec limits.connections) ---------------------------------
+
+def test_a_connection_that_does_not_authenticate_in_time_gets_auth_timeout():
+    broker = BrokerCore(token="s3cret", auth_timeout=5)
+    silent, prompt = broker.open(CLIENT, now=0.0), broker.open(CLIENT, now=0.0)
+    assert talk(broker, prompt, b"AUTH s3cret\n") == ["OK"]
+    broker.tick(4.0)
+    assert broker.deliveries == []
+    assert broker.next_deadline() is not None
+    broker.tick(5.5)
+    assert deliveries_to(broker, silent)[0].startswith("ERR AUTH_TIMEOUT ")
+    assert silent.closing and not prompt.closing
+
+
+def test_without_a_token_nothing_times_out_for_silence():
+    broker = BrokerCore(auth_timeout=5)
+    quiet = broker.open(CLIENT, now=0.0)
+    assert broker.next_deadline() is None
+    broker.tick(100.0)
+    assert broker.deliveries == [] and not quiet.closing
+
+
+def test_shed_chooses_those_that_gave_least_and_never_a_busy_one():
+    broker = BrokerCore(token="s3cret")
+    authed_old = broker.open(CLIENT, now=0.0)
+    talk_at = lambda conn, data, now: broker.receive(conn, data, now)
+    talk_at(authed_old, b"AUTH s3cret\n", 1.0)
+    authed_new = broker.open(CLIENT, now=0.0)
+    talk_at(authed_new, b"AUTH s3cret\n", 5.0)
+    spoke = broker.open(CLIENT, now=2.0)
+    talk_at(spoke, b"AUTH s3c", 3.0)                 # sent something, not authenticated
+    silent_old, silent_new = broker.open(CLIENT, now=1.0), broker.open(CLIENT, now=3.0)
+    young = broker.open(CLIENT, now=9.5)
+    holder = broker.open(WORKER, now=0.0)
+    talk_at(holder, b"AUTH s3cret\n", 0.5)
+    submitter = broker.open(CLIENT)
+    talk_at(submitter, b"AUTH s3cret\nJOB a\n", 0.5)
+    talk_at(holder, b"FETCH\n", 0.5)
+    waiter = broker.open(WORKER, now=0.0)
+    talk_at(waiter, b"AUTH s3cret\nFETCH 60\n", 0.5)
+    order = [broker.shed(10.0)[0] for _ in range(6)]
+    assert order == [silent_old, silent_new, spoke, submitter, authed_old, authed_new], order
+    assert all(conn.closing for conn in order)
+    assert broker.shed(10.0) == [], "a job holder, a waiting FETCH, a young or closing one: never"
+    assert not (holder.closing or waiter.closing or young.closing)
