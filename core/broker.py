@@ -18,10 +18,12 @@ With a ``store`` (durable jobs), every new job and completion is handed to it;
 the shell commits the store before it sends the replies of a batch, so an
 ``ID`` or ``OK`` is never seen before it is on disk.
 
-Memory is bounded in bytes (spec ``limits.memory``): ``memory_used`` counts
-job texts (plus ``JOB_OVERHEAD`` each), unfinished lines, lines held behind a
-waiting FETCH and replies the kernel has not taken (the shells report those
-with ``charge_output`` / ``output_taken``), against ``max_memory``.
+Memory is bounded in bytes (spec ``limits.memory``), in two shares of
+``max_memory``: ``job_bytes`` counts job texts (plus ``JOB_OVERHEAD`` each)
+against ``job_memory``; ``buffer_bytes`` counts unfinished lines, lines held
+behind a waiting FETCH, job texts copied into the replies of one read, and
+replies the kernel has not taken (the shells report those with
+``charge_output`` / ``output_taken``) against ``buffer_memory``.
 
 Descriptors (spec ``limits.connections``): when accept fails for lack of them
 the shell asks ``shed`` which connections to close, the ones that have given
@@ -86,8 +88,9 @@ SHED_GRACE = 1.0
 JOB_OVERHEAD = 128
 # The same for each unfinished line and each line held behind a FETCH.
 LINE_OVERHEAD = 64
-# Jobs may fill this share of max_memory; the rest is kept for connection
-# buffers, so that workers can still fetch and finish jobs when the queue is full.
+# Jobs may fill this share of max_memory, connection buffers the rest: neither
+# can starve the other (workers still fetch and finish jobs when the queue is
+# full; clients still submit while some peer does not read).
 JOB_SHARE = 3 / 4
 # Default budget: this fraction of physical memory (spec limits.memory).
 DEFAULT_MEMORY_FRACTION = 0.25
@@ -124,7 +127,7 @@ class Connection:
         self.io = None               # the shell's object for this connection
         self.opened = opened         # when it was accepted (auth timeout, shedding)
         self.last_read = None        # when it last sent anything; None: never
-        self.partial_charge = 0      # bytes of memory_used for its unfinished line,
+        self.partial_charge = 0      # bytes of buffer_bytes for its unfinished line,
         self.backlog_charge = 0      # its lines held behind a FETCH,
         self.output_charge = 0       # its replies the kernel has not taken
 
@@ -148,7 +151,9 @@ class BrokerCore:
         self.auth_timeout = auth_timeout
         self.max_memory = default_max_memory() if max_memory is None else max_memory
         self.job_memory = int(self.max_memory * JOB_SHARE)   # JOB is refused past this
-        self.memory_used = 0           # bytes held, as counted (see module docstring)
+        self.buffer_memory = self.max_memory - self.job_memory
+        self.job_bytes = 0             # bytes held, as counted (see module docstring)
+        self.buffer_bytes = 0
         self.connections = set()       # every open Connection (for shed)
         # Bytes of job texts copied into the replies of the read being answered
         # (None outside receive's many-line path): a worker pipelining FETCHes.
@@ -198,7 +203,7 @@ class BrokerCore:
             self.states[job_id] = WAITING
             self.waiting.append(job_id)
             # Restored jobs are never refused, even past the budget: JOB is, until they are done.
-            self.memory_used += len(text) + JOB_OVERHEAD
+            self.job_bytes += len(text) + JOB_OVERHEAD
         self.completed = len(completed)
 
     def receive(self, conn, data, now=0.0):
@@ -216,7 +221,7 @@ class BrokerCore:
         lines = framer.feed(data)
         self._batch = 0
         if conn.partial_charge:               # that line is complete now, or charged again below
-            self.memory_used -= conn.partial_charge
+            self.buffer_bytes -= conn.partial_charge
             conn.partial_charge = 0
         if conn.waiting_fetch is not None:
             replies = self._hold(conn, lines)
@@ -241,11 +246,11 @@ class BrokerCore:
                 self._partial.add(conn)
             if not conn.closing:
                 charge = framer.partial_length() + LINE_OVERHEAD
-                if self.memory_used + charge > self.max_memory:
+                if self.buffer_bytes + charge > self.buffer_memory:
                     replies.append(self._memory_full(conn, "an unfinished line"))
                 else:
                     conn.partial_charge = charge
-                    self.memory_used += charge
+                    self.buffer_bytes += charge
         elif conn.partial_since is not None:
             conn.partial_since = None
             self._partial.discard(conn)
@@ -268,7 +273,7 @@ class BrokerCore:
         self._partial.discard(conn)
         self._unauthenticated.discard(conn)
         self.connections.discard(conn)
-        self.memory_used -= conn.partial_charge + conn.backlog_charge + conn.output_charge
+        self.buffer_bytes -= conn.partial_charge + conn.backlog_charge + conn.output_charge
         conn.partial_charge = conn.backlog_charge = conn.output_charge = 0
         conn.backlog = None
         if conn.held:
@@ -323,25 +328,31 @@ class BrokerCore:
         self._partial.discard(conn)
         conn.partial_since = None
         conn.framer.take_partial()
-        self.memory_used -= conn.partial_charge
+        self.buffer_bytes -= conn.partial_charge
         conn.partial_charge = 0
 
     def _memory_full(self, conn, what):
         """The reply for a connection whose buffer does not fit the budget; it is closed."""
         conn.closing = True
         self._drop_partial(conn)
-        return err("MEMORY_FULL", f"{what} does not fit the memory budget "
-                                  f"of {self.max_memory} bytes")
+        return err("MEMORY_FULL", f"{what} does not fit the connection buffers' "
+                                  f"{self.buffer_memory} bytes of the memory budget")
 
     # -- resources ----------------------------------------------------------------
 
+    @property
+    def memory_used(self):
+        """Bytes held as counted, both shares together."""
+        return self.job_bytes + self.buffer_bytes
+
     def charge_output(self, conn, nbytes):
         """The shell keeps ``nbytes`` more of replies for ``conn`` that the kernel has
-        not taken. False (nothing charged) when they do not fit ``max_memory``: the
-        shell then drops the connection without a reply (spec limits.memory)."""
-        if self.memory_used + nbytes > self.max_memory:
+        not taken. False (nothing charged) when they do not fit ``buffer_memory``:
+        the shell then drops the connection without a reply (spec limits.memory).
+        Also False after ``close``."""
+        if self.buffer_bytes + nbytes > self.buffer_memory or conn not in self.connections:
             return False
-        self.memory_used += nbytes
+        self.buffer_bytes += nbytes
         conn.output_charge += nbytes
         return True
 
@@ -350,7 +361,7 @@ class BrokerCore:
         discarded them). Harmless after ``close``, which releases everything."""
         nbytes = min(nbytes, conn.output_charge)
         conn.output_charge -= nbytes
-        self.memory_used -= nbytes
+        self.buffer_bytes -= nbytes
 
     def shed(self, now, count=1):
         """Out of descriptors: up to ``count`` connections for the shell to close so a
@@ -422,11 +433,11 @@ class BrokerCore:
             return [err("BACKLOG_FULL", f"more than {MAX_BACKLOG} lines sent while a FETCH waits")]
         if lines:
             charge = sum(map(len, lines)) + LINE_OVERHEAD * len(lines)
-            if self.memory_used + charge > self.max_memory:
+            if self.buffer_bytes + charge > self.buffer_memory:
                 conn.waiting_fetch = None
                 return [self._memory_full(conn, "a line sent while a FETCH waits")]
             conn.backlog_charge += charge
-            self.memory_used += charge
+            self.buffer_bytes += charge
         return []
 
     def _end_wait(self, conn, reply, now):
@@ -434,7 +445,7 @@ class BrokerCore:
         conn.waiting_fetch = None
         backlog, conn.backlog = conn.backlog, None
         if conn.backlog_charge:
-            self.memory_used -= conn.backlog_charge
+            self.buffer_bytes -= conn.backlog_charge
             conn.backlog_charge = 0
         replies = [reply]
         for index, line in enumerate(backlog or ()):
@@ -460,11 +471,11 @@ class BrokerCore:
             raise RequestError("EMPTY_JOB", "job text is empty")
         if len(waiting) >= self.max_waiting:
             raise RequestError("QUEUE_FULL", f"queue full: {self.max_waiting} jobs waiting")
-        used = self.memory_used + len(text) + JOB_OVERHEAD
+        used = self.job_bytes + len(text) + JOB_OVERHEAD
         if used > self.job_memory:
             raise RequestError("QUEUE_FULL", f"queue full: jobs fill their {self.job_memory} "
                                              f"bytes of the memory budget")
-        self.memory_used = used
+        self.job_bytes = used
         job_id = len(texts)
         texts.append(text)
         self.states.append(WAITING)
@@ -513,10 +524,11 @@ class BrokerCore:
         budget the connection gets ERR MEMORY_FULL instead, and is closed (the
         jobs it took go back to the queue when it closes)."""
         self._batch += len(self.texts[self.waiting[0]]) + LINE_OVERHEAD
-        if self.memory_used + self._batch > self.max_memory:
+        if self.buffer_bytes + self._batch > self.buffer_memory:
             conn.closing = True
-            raise RequestError("MEMORY_FULL", f"the replies to one read do not fit the memory "
-                                              f"budget of {self.max_memory} bytes")
+            raise RequestError("MEMORY_FULL", f"the replies to one read do not fit the connection "
+                                              f"buffers' {self.buffer_memory} bytes of the memory "
+                                              f"budget")
 
     def _take_next(self, conn):
         job_id = self.waiting.popleft()
@@ -537,7 +549,7 @@ class BrokerCore:
         self._move(job_id, "done")
         del self.holders[job_id]
         conn.held.discard(job_id)
-        self.memory_used -= len(self.texts[job_id]) + JOB_OVERHEAD
+        self.job_bytes -= len(self.texts[job_id]) + JOB_OVERHEAD
         self.texts[job_id] = None
         self.completed += 1
         if self.store is not None:

@@ -8,9 +8,9 @@ made them; they are sent outside the lock, so a peer that stops reading blocks
 only its own thread (and is dropped once a send has waited SEND_TIMEOUT). With
 a store, a reply waits in the queue until the changes it acknowledges are on
 disk. A timer thread answers FETCH <seconds> that run out and closes
-connections that never finish a line or never authenticate. Queued replies
-are charged to the core's memory budget until sent; a peer whose replies do
-not fit is shut down. Out of descriptors, the acceptor sheds the quiet
+connections that never finish a line or never authenticate. Replies the
+kernel does not take at once are charged to the core's memory budget while
+a send waits; a peer whose replies do not fit is shut down. Out of descriptors, the acceptor sheds the quiet
 connections the core chooses and accepts again.
 """
 
@@ -106,7 +106,7 @@ class ThreadedBroker:
                     reply = core.receive(conn, data, now) if data else core.end_of_input(conn, now)
                     mark = self._recorded()
                     if reply:
-                        self._queue(peer, mark, reply)
+                        peer.outbox.append((mark, reply))
                     others = self._post_deliveries(mark)
                 self._send_posted(mark, peer, *others)
         except OSError:
@@ -129,18 +129,9 @@ class ThreadedBroker:
         for conn, data in deliveries:
             peer = conn.io
             if peer is not None:
-                self._queue(peer, mark, data)
+                peer.outbox.append((mark, data))
                 peers.append(peer)
         return peers
-
-    def _queue(self, peer, mark, data):
-        """Under the lock: queue a reply for ``peer`` if the memory budget takes it;
-        if not, the peer is shut down (its thread then closes it)."""
-        if self.core.charge_output(peer.conn, len(data)):
-            peer.outbox.append((mark, data))
-        else:
-            peer.conn.closing = True
-            _shut(peer.sock)
 
     def _shed(self):
         """Out of descriptors: shut down the connection the core chooses (its thread
@@ -170,13 +161,34 @@ class ThreadedBroker:
                 ready.append(outbox.popleft()[1])
             if not ready:
                 return
+            data = ready[0] if len(ready) == 1 else b"".join(ready)
             try:
-                peer.sock.sendall(ready[0] if len(ready) == 1 else b"".join(ready))
+                sent = peer.sock.send(data, socket.MSG_DONTWAIT)
+                if sent < len(data):
+                    self._send_rest(peer, memoryview(data)[sent:])
+            except BlockingIOError:
+                self._send_rest(peer, data)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 outbox.clear()
                 _shut(peer.sock)
+
+    def _send_rest(self, peer, rest):
+        """Under send_lock: what the kernel did not take at once is held (and charged
+        to the core's memory budget) while sendall waits; past the budget the peer
+        is shut down instead. Raises OSError as sendall does."""
+        with self.lock:
+            charged = self.core.charge_output(peer.conn, len(rest))
+            if not charged:
+                peer.conn.closing = True      # its reader must not answer an unfinished line
+        if not charged:
+            peer.outbox.clear()
+            _shut(peer.sock)
+            return
+        try:
+            peer.sock.sendall(rest)
+        finally:
             with self.lock:           # sent (or lost): no longer held
-                self.core.output_taken(peer.conn, sum(map(len, ready)))
+                self.core.output_taken(peer.conn, len(rest))
 
     def _timer_loop(self):
         core = self.core

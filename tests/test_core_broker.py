@@ -235,7 +235,7 @@ def test_store_sees_new_and_completed_jobs_and_restore_continues_ids():
 
 # -- resources: the memory budget (spec limits.memory) ---------------------------------
 
-def test_job_is_refused_past_three_quarters_of_the_memory_budget_and_accepted_after_a_done():
+def test_job_is_refused_past_the_jobs_share_of_the_budget_and_accepted_after_a_done():
     broker = BrokerCore(max_memory=4000)         # jobs may hold 3,000 bytes
     client, worker = broker.open(CLIENT), broker.open(WORKER)
     text = b"x" * (1000 - JOB_OVERHEAD)          # counts 1,000 bytes
@@ -243,37 +243,54 @@ def test_job_is_refused_past_three_quarters_of_the_memory_budget_and_accepted_af
     assert replies[:3] == ["ID 1", "ID 2", "ID 3"], f"expected three jobs accepted, got {replies}"
     assert replies[3].startswith("ERR QUEUE_FULL ") and "memory" in replies[3], (
         f"expected the fourth refused for memory, got {replies[3]!r}")
-    assert broker.memory_used == 3000, f"expected 3000 bytes counted, got {broker.memory_used}"
+    assert broker.job_bytes == 3000, f"expected 3000 bytes counted, got {broker.job_bytes}"
     assert talk(broker, worker, b"FETCH\n")[0].startswith("JOB 1 ")
     assert talk(broker, worker, b"DONE 1\n") == ["OK"]
     assert talk(broker, client, b"JOB " + text + b"\n") == ["ID 4"], "a done job gives its bytes back"
 
 
-def test_unfinished_line_is_counted_and_refused_with_memory_full():
-    broker = BrokerCore(max_memory=1000)
+def test_unfinished_lines_share_the_buffers_share_and_are_refused_with_memory_full():
+    broker = BrokerCore(max_memory=4000)         # buffers may hold 1,000 bytes
     slow, greedy = broker.open(CLIENT), broker.open(CLIENT)
     broker.receive(slow, b"JOB " + b"a" * 300)
-    assert broker.memory_used == 304 + LINE_OVERHEAD, f"got {broker.memory_used}"
+    assert broker.buffer_bytes == 304 + LINE_OVERHEAD, f"got {broker.buffer_bytes}"
     reply = broker.receive(greedy, b"JOB " + b"b" * 700).decode()
     assert reply.startswith("ERR MEMORY_FULL ") and greedy.closing, f"got {reply!r}"
     assert broker.receive(slow, b"\n") == b"ID 1\n"
-    assert broker.memory_used == 300 + JOB_OVERHEAD, "the finished line is counted as a job only"
+    assert (broker.buffer_bytes, broker.job_bytes) == (0, 300 + JOB_OVERHEAD), \
+        "the finished line is counted as a job only"
     broker.close(greedy)
     assert broker.memory_used == 300 + JOB_OVERHEAD
 
 
+def test_a_full_queue_leaves_the_buffers_share_and_the_reverse():
+    broker = BrokerCore(max_memory=4000)
+    client, other = broker.open(CLIENT), broker.open(CLIENT)
+    talk(broker, client, b"JOB " + b"x" * (3000 - JOB_OVERHEAD) + b"\n")
+    assert broker.receive(other, b"JOB " + b"y" * 800) == b"", "an unfinished line still fits"
+    assert talk(broker, client, b"JOB z\n")[0].startswith("ERR QUEUE_FULL ")
+    broker.close(other)
+    assert not broker.charge_output(other, 10), "nothing is charged for a closed connection"
+    peer = broker.open(CLIENT)
+    assert broker.charge_output(peer, 1000)
+    assert not broker.charge_output(peer, 1), "the buffers' share is full"
+    broker.receive(broker.open(WORKER), b"FETCH\n")              # a worker still takes a job
+    broker.output_taken(peer, 1000)
+    assert broker.buffer_bytes == 0
+
+
 def test_lines_held_behind_a_waiting_fetch_are_counted_until_answered():
-    broker = BrokerCore(max_memory=10_000)
+    broker = BrokerCore(max_memory=40_000)
     worker, client = broker.open(WORKER), broker.open(CLIENT)
     broker.receive(worker, b"FETCH 30\nSTATS\nSTATS\n", now=0.0)
-    assert broker.memory_used == 10 + 2 * LINE_OVERHEAD, f"got {broker.memory_used}"
+    assert broker.buffer_bytes == 10 + 2 * LINE_OVERHEAD, f"got {broker.buffer_bytes}"
     talk(broker, client, b"JOB a\n")
-    assert broker.memory_used == 1 + JOB_OVERHEAD, "the held lines were answered and released"
+    assert broker.buffer_bytes == 0, "the held lines were answered and released"
     assert broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 2000).startswith(b"ERR BACKLOG_FULL")
 
 
 def test_too_many_held_lines_for_the_budget_get_memory_full():
-    broker = BrokerCore(max_memory=1000)
+    broker = BrokerCore(max_memory=4000)
     worker = broker.open(WORKER)
     reply = broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 20).decode()
     assert reply.startswith("ERR MEMORY_FULL ") and worker.closing, f"got {reply!r}"
@@ -281,24 +298,25 @@ def test_too_many_held_lines_for_the_budget_get_memory_full():
 
 
 def test_replies_to_one_read_count_the_job_texts_they_copy():
-    broker = BrokerCore(max_memory=5000)       # 3 jobs count 2,592; each copy 864 more
+    broker = BrokerCore(max_memory=8000)       # buffers 2,000: one copy of 864 fits, two do
     client, worker = broker.open(CLIENT), broker.open(WORKER)
     talk(broker, client, b"".join(b"JOB " + b"x" * 800 + b"\n" for _ in range(3)))
     replies = talk(broker, worker, b"FETCH\n" * 3)
     assert [r[:6] for r in replies] == ["JOB 1 ", "JOB 2 ", "ERR ME"], (
         f"expected two jobs then ERR MEMORY_FULL, got {[r[:30] for r in replies]}")
+    assert broker.buffer_bytes == 0, "the copies are counted only while the read is answered"
     broker.close(worker)
     again = broker.open(WORKER)
     assert talk(broker, again, b"FETCH\n")[0].startswith("JOB 1 "), "the jobs it took are back"
 
 
 def test_unsent_output_is_charged_released_and_bounded():
-    broker = BrokerCore(max_memory=1000)
+    broker = BrokerCore(max_memory=4000)
     peer = broker.open(CLIENT)
-    assert broker.charge_output(peer, 600) and broker.memory_used == 600
-    assert not broker.charge_output(peer, 600), "past the budget: refused"
+    assert broker.charge_output(peer, 600) and broker.buffer_bytes == 600
+    assert not broker.charge_output(peer, 600), "past the buffers' share: refused"
     broker.output_taken(peer, 100)
-    assert broker.memory_used == 500
+    assert broker.buffer_bytes == 500
     broker.close(peer)
     broker.output_taken(peer, 500)       # the shell reports a send after close: harmless
     assert broker.memory_used == 0, f"got {broker.memory_used}"
