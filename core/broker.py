@@ -95,15 +95,27 @@ JOB_SHARE = 3 / 4
 # Default budget: this fraction of physical memory (spec limits.memory).
 DEFAULT_MEMORY_FRACTION = 0.25
 FALLBACK_MEMORY = 1 << 30
+# A container's memory limit: cgroup v2, then v1 (which says "no limit" with a huge number).
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 def default_max_memory():
-    """The default memory budget in bytes: DEFAULT_MEMORY_FRACTION of physical RAM
-    (sysconf SC_PHYS_PAGES x SC_PAGE_SIZE), or 1 GiB where the system does not say."""
+    """The default memory budget in bytes: DEFAULT_MEMORY_FRACTION of the memory
+    this process may use: physical RAM (sysconf SC_PHYS_PAGES x SC_PAGE_SIZE) or,
+    if lower, the memory limit of its cgroup (a container); FALLBACK_MEMORY
+    (1 GiB) where the system tells neither."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         total = 0
+    for path in CGROUP_LIMIT_FILES:
+        try:
+            with open(path) as limit_file:
+                limit = int(limit_file.read().strip())
+        except (OSError, ValueError):        # absent, or "max": no limit there
+            continue
+        if 0 < limit and (total <= 0 or limit < total):
+            total = limit
     return int(total * DEFAULT_MEMORY_FRACTION) if total > 0 else FALLBACK_MEMORY
 
 

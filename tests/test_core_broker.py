@@ -1,10 +1,13 @@
 """The broker's job table and replies, driven as bytes in, bytes out."""
 
+import os
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from core.broker import (
     CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER, BrokerCore,
+    default_max_memory,
 )
 
 
@@ -367,3 +370,16 @@ def test_shed_chooses_those_that_gave_least_and_never_a_busy_one():
     assert all(conn.closing for conn in order)
     assert broker.shed(10.0) == [], "a job holder, a waiting FETCH, a young or closing one: never"
     assert not (holder.closing or waiter.closing or young.closing)
+
+
+def test_default_memory_budget_is_a_quarter_of_ram_or_of_a_lower_cgroup_limit(tmp_path, monkeypatch):
+    import core.broker as broker_module
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    monkeypatch.setattr(broker_module, "CGROUP_LIMIT_FILES", (str(tmp_path / "absent"),))
+    assert default_max_memory() == ram // 4
+    limit = tmp_path / "memory.max"
+    limit.write_text("max\n")                   # cgroup v2: no limit
+    monkeypatch.setattr(broker_module, "CGROUP_LIMIT_FILES", (str(limit),))
+    assert default_max_memory() == ram // 4
+    limit.write_text(f"{512 << 20}\n")         # a container of 512 MiB
+    assert default_max_memory() == 128 << 20
