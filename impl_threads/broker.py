@@ -10,8 +10,9 @@ a store, a reply waits in the queue until the changes it acknowledges are on
 disk. A timer thread answers FETCH <seconds> that run out and closes
 connections that never finish a line or never authenticate. Replies the
 kernel does not take at once are charged to the core's memory budget while
-a send waits; a peer whose replies do not fit is shut down. Out of descriptors, the acceptor sheds the quiet
-connections the core chooses and accepts again.
+a send waits; a peer whose replies do not fit is shut down. Out of
+descriptors, the acceptor sheds the quiet connections the core chooses and
+accepts again.
 """
 
 import errno
@@ -163,11 +164,12 @@ class ThreadedBroker:
                 return
             data = ready[0] if len(ready) == 1 else b"".join(ready)
             try:
-                sent = peer.sock.send(data, socket.MSG_DONTWAIT)
+                try:
+                    sent = peer.sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
                 if sent < len(data):
                     self._send_rest(peer, memoryview(data)[sent:])
-            except BlockingIOError:
-                self._send_rest(peer, data)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 outbox.clear()
                 _shut(peer.sock)
