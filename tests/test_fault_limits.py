@@ -17,7 +17,9 @@
   MEMORY_FULL); a client that never reads is dropped once its unsent replies
   pass the budget, even under a large --max-output;
 - --auth-timeout (kind 9): a connection that never authenticates gets ERR
-  AUTH_TIMEOUT and is closed; an authenticated one stays.
+  AUTH_TIMEOUT and is closed; an authenticated one stays;
+- the start-up line states the memory budget (default: a quarter of RAM)
+  and, with a token, the auth timeout.
 
 Each test has a deadline and waits for replies, datagrams or the peer's
 close; none sleeps to synchronise.
@@ -31,10 +33,11 @@ import time
 
 import pytest
 
-from core.broker import JOB_OVERHEAD, JOB_SHARE, LINE_OVERHEAD
+from core.broker import DEFAULT_AUTH_TIMEOUT, JOB_OVERHEAD, JOB_SHARE, LINE_OVERHEAD, default_max_memory
 from tests.support import (
     IMPLS,
     Broker,
+    Process,
     LineConnection,
     SyslogListener,
     Wire,
@@ -336,6 +339,22 @@ def test_huge_line_does_not_grow_memory(impl):
 
 
 # -- --max-memory: bytes, not items ------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_startup_line_states_the_memory_budget_and_auth_timeout(impl, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    for options, expected in (((), f"max memory {default_max_memory()} bytes"),
+                              (("--max-memory", "1000000"), "max memory 1000000 bytes"),
+                              (("--token-file", token_file),
+                               f"auth timeout {DEFAULT_AUTH_TIMEOUT:g} s")):
+        broker = Process(f"{impl}.broker", 0, 0, *options)
+        try:
+            line = broker.startup_line()
+        finally:
+            broker.close()
+        assert expected in line, f"[{impl}] {options}: expected {expected!r} in the start-up line {line!r}"
+
 
 BIG_JOB = 60_000              # bytes of text per job, as in the issue
 JOB_BUDGET = 16 << 20         # --max-memory for the job flood
