@@ -226,7 +226,7 @@ class SelectBroker:
                 if peer.conn.closing:
                     self._drop(peer)
                 return
-            data = data[sent:]
+            data = memoryview(data)[sent:]      # no copy: it may be large
         if len(peer.outbox) + len(data) > self.max_output or not self.core.charge_output(
                 peer.conn, len(data)):
             self._drop(peer)      # it does not read; keep memory bounded for everyone else
