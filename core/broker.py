@@ -376,22 +376,19 @@ class BrokerCore:
         self.buffer_bytes -= nbytes
 
     def shed(self, now, count=1):
-        """Out of descriptors: up to ``count`` connections for the shell to close so a
-        new peer can get in, those that have given least first (spec
-        limits.connections): never authenticated, then never sent anything, then
-        silent longest. Never one holding a job, with a FETCH waiting, or opened
-        less than SHED_GRACE seconds before ``now``. Each is marked closing; the
-        shell closes it without a reply (it neither speaks nor, maybe, reads).
-        O(connections)."""
+        """Out of descriptors: up to ``count`` connections the shell may close so
+        new peers can get in, in the order to close them: those that have given
+        least first (spec limits.connections): never authenticated, then never
+        sent anything, then silent longest. Never one holding a job, with a FETCH
+        waiting, closing, or opened less than SHED_GRACE seconds before ``now``.
+        Changes nothing: the shell sets ``closing`` on each it closes (without a
+        reply: it neither speaks nor, maybe, reads) and calls ``close``. One pass
+        over the connections, so a shell facing a burst asks for several at once."""
         young = now - SHED_GRACE
         candidates = [conn for conn in self.connections
                       if not conn.held and conn.waiting_fetch is None and not conn.closing
                       and conn.opened <= young]
-        chosen = heapq.nsmallest(count, candidates, key=_shed_rank)
-        for conn in chosen:
-            conn.closing = True
-            self._drop_partial(conn)
-        return chosen
+        return heapq.nsmallest(count, candidates, key=_shed_rank)
 
     # -- requests ---------------------------------------------------------------
 

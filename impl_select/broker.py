@@ -29,8 +29,9 @@ FLAVOUR = "select"
 # After accept() fails for lack of descriptors, listen again this much later
 # instead of spinning on a listener that stays readable.
 ACCEPT_PAUSE = 0.1
-# At most this many connections shed per readable listener, so a flood of new
-# connections cannot churn through every quiet one at once; then pause as above.
+# At most this many connections shed per readable listener (chosen in one pass
+# over the connections), so a flood of new connections cannot churn through
+# every quiet one at once; then pause as above.
 SHED_PER_ACCEPT = 16
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
@@ -110,16 +111,17 @@ class SelectBroker:
     # -- accepting ------------------------------------------------------------
 
     def _accept(self, listener, port):
-        shed = 0
+        victims = None       # connections to shed, in order, chosen once per burst
         while True:
             try:
                 sock, _ = listener.accept()
             except BlockingIOError:
                 return
             except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE) and shed < SHED_PER_ACCEPT:
-                    shed += 1
-                    if self._shed():
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    if victims is None:
+                        victims = self.core.shed(monotonic(), SHED_PER_ACCEPT)
+                    if self._shed(victims):
                         continue              # a descriptor is free: accept again
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._pause_accepting()
@@ -131,14 +133,16 @@ class SelectBroker:
             peer.conn.io = peer
             self.selector.register(sock, READ, peer)
 
-    def _shed(self):
-        """Close the connection the core chooses, to free a descriptor; False: none
-        may be shed."""
-        victims = self.core.shed(monotonic(), 1)
-        for conn in victims:
-            if conn.io is not None:
+    def _shed(self, victims):
+        """Close the next of ``victims`` (the core's choice) to free a descriptor;
+        False when none is left."""
+        while victims:
+            conn = victims.pop(0)
+            if conn.io is not None and not conn.closing:
+                conn.closing = True
                 self._drop(conn.io)
-        return bool(victims)
+                return True
+        return False
 
     def _pause_accepting(self):
         now = monotonic()

@@ -139,6 +139,8 @@ class ThreadedBroker:
         then closes it and sets ``freed``). False: none may be shed."""
         with self.lock:
             victims = [conn.io for conn in self.core.shed(monotonic(), 1) if conn.io is not None]
+            for peer in victims:
+                peer.conn.closing = True   # its reader must not answer an unfinished line
             self.freed.clear()
         for peer in victims:
             _shut(peer.sock)

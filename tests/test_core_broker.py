@@ -365,10 +365,14 @@ def test_shed_chooses_those_that_gave_least_and_never_a_busy_one():
     talk_at(holder, b"FETCH\n", 0.5)
     waiter = broker.open(WORKER, now=0.0)
     talk_at(waiter, b"AUTH s3cret\nFETCH 60\n", 0.5)
-    order = [broker.shed(10.0)[0] for _ in range(6)]
+    order = broker.shed(10.0, count=10)
     assert order == [silent_old, silent_new, spoke, submitter, authed_old, authed_new], order
-    assert all(conn.closing for conn in order)
-    assert broker.shed(10.0) == [], "a job holder, a waiting FETCH, a young or closing one: never"
+    assert not any(conn.closing for conn in order), "shed only chooses"
+    authed_new.closing = True
+    assert broker.shed(10.0, count=10)[-1] is authed_old, "a closing one is not chosen"
+    for conn in order:
+        broker.close(conn)
+    assert broker.shed(10.0) == [], "a job holder, a waiting FETCH, a young one: never"
     assert not (holder.closing or waiter.closing or young.closing)
 
 
