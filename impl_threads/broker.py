@@ -165,23 +165,25 @@ class ThreadedBroker:
             if not ready:
                 return
             data = ready[0] if len(ready) == 1 else b"".join(ready)
+            ready.clear()             # only data stays alive while a send waits
             try:
                 try:
                     sent = peer.sock.send(data, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     sent = 0
                 if sent < len(data):
-                    self._send_rest(peer, memoryview(data)[sent:])
+                    self._send_rest(peer, data, sent)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 outbox.clear()
                 _shut(peer.sock)
 
-    def _send_rest(self, peer, rest):
-        """Under send_lock: what the kernel did not take at once is held (and charged
-        to the core's memory budget) while sendall waits; past the budget the peer
-        is shut down instead. Raises OSError as sendall does."""
+    def _send_rest(self, peer, data, sent):
+        """Under send_lock: the kernel took only ``sent`` bytes of ``data``. While
+        sendall waits for the rest, all of ``data`` stays in memory: it is charged
+        to the core's memory budget; past the budget the peer is shut down
+        instead. Raises OSError as sendall does."""
         with self.lock:
-            charged = self.core.charge_output(peer.conn, len(rest))
+            charged = self.core.charge_output(peer.conn, len(data))
             if not charged:
                 peer.conn.closing = True      # its reader must not answer an unfinished line
         if not charged:
@@ -189,10 +191,10 @@ class ThreadedBroker:
             _shut(peer.sock)
             return
         try:
-            peer.sock.sendall(rest)
+            peer.sock.sendall(memoryview(data)[sent:])
         finally:
             with self.lock:           # sent (or lost): no longer held
-                self.core.output_taken(peer.conn, len(rest))
+                self.core.output_taken(peer.conn, len(data))
 
     def _timer_loop(self):
         core = self.core
