@@ -18,6 +18,18 @@ With a ``store`` (durable jobs), every new job and completion is handed to it;
 the shell commits the store before it sends the replies of a batch, so an
 ``ID`` or ``OK`` is never seen before it is on disk.
 
+Memory is bounded in bytes (spec ``limits.memory``), in two shares of
+``max_memory``: ``job_bytes`` counts job texts (plus ``JOB_OVERHEAD`` each)
+against ``job_memory``; ``buffer_bytes`` counts unfinished lines, lines held
+behind a waiting FETCH, job texts copied into the replies of one read, and
+replies the kernel has not taken (the shells report those with
+``charge_output`` / ``output_taken``) against ``buffer_memory``.
+
+Descriptors (spec ``limits.connections``): when accept fails for lack of them
+the shell asks ``shed`` which connections to close, the ones that have given
+least; a token broker closes connections that do not authenticate within
+``auth_timeout`` seconds.
+
 Jobs live in compact structures indexed by id (ids are dense, from 1): a list
 of texts and a bytearray of states, so STATUS, FETCH and DONE are O(1) and a
 million waiting jobs cost little more than their texts.
@@ -25,6 +37,7 @@ million waiting jobs cost little more than their texts.
 
 import hmac
 import heapq
+import os
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
@@ -64,15 +77,57 @@ MAX_FETCH_WAIT = 3600.0
 # answered in order once it ends. Past this the peer is not a worker.
 MAX_BACKLOG = 1024
 SWEEP_INTERVAL = 1.0
+DEFAULT_AUTH_TIMEOUT = 10.0
+# A connection younger than this is never shed: its first line may be in the
+# kernel's buffer, not yet read by the shell (spec limits.connections).
+SHED_GRACE = 1.0
+# What one job costs beyond its text, in bytes, measured (VmRSS per job, 64-bit
+# CPython 3.11): a waiting job ~50 B (its id's int object 32 B in the waiting
+# deque, the deque and texts slots 8 B each, its state byte) plus its text
+# object's 33 B header and pymalloc's rounding to 16 B; a running one adds its
+# entries in holders and in its connection's held set. Rounded up.
+JOB_OVERHEAD = 128
+# The same for each unfinished line and each line held behind a FETCH.
+LINE_OVERHEAD = 64
+# Jobs may fill this share of max_memory, connection buffers the rest: neither
+# can starve the other (workers still fetch and finish jobs when the queue is
+# full; clients still submit while some peer does not read).
+JOB_SHARE = 3 / 4
+# Default budget: this fraction of physical memory (spec limits.memory).
+DEFAULT_MEMORY_FRACTION = 0.25
+FALLBACK_MEMORY = 1 << 30
+# A container's memory limit: cgroup v2, then v1 (which says "no limit" with a huge number).
+CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def default_max_memory():
+    """The default memory budget in bytes: DEFAULT_MEMORY_FRACTION of the memory
+    this process may use: physical RAM (sysconf SC_PHYS_PAGES x SC_PAGE_SIZE) or,
+    if lower, the memory limit of its cgroup (a container); FALLBACK_MEMORY
+    (1 GiB) where the system tells neither."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 0
+    for path in CGROUP_LIMIT_FILES:
+        try:
+            with open(path) as limit_file:
+                limit = int(limit_file.read().strip())
+        except (OSError, ValueError):        # absent, or "max": no limit there
+            continue
+        if 0 < limit and (total <= 0 or limit < total):
+            total = limit
+    return int(total * DEFAULT_MEMORY_FRACTION) if total > 0 else FALLBACK_MEMORY
 
 
 class Connection:
     """Per-connection protocol state: its port, its line framer, the jobs it holds."""
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
-                 "waiting_fetch", "backlog", "partial_since", "io")
+                 "waiting_fetch", "backlog", "partial_since", "io", "opened", "last_read",
+                 "partial_charge", "backlog_charge", "output_charge")
 
-    def __init__(self, port, max_line, handlers, authenticated):
+    def __init__(self, port, max_line, handlers, authenticated, opened=0.0):
         self.port = port
         self.framer = LineFramer(max_line)
         self.held = set()
@@ -83,17 +138,40 @@ class Connection:
         self.backlog = None          # lines received while it waits
         self.partial_since = None    # when an unfinished line started (idle timeout)
         self.io = None               # the shell's object for this connection
+        self.opened = opened         # when it was accepted (auth timeout, shedding)
+        self.last_read = None        # when it last sent anything; None: never
+        self.partial_charge = 0      # bytes of buffer_bytes for its unfinished line,
+        self.backlog_charge = 0      # its lines held behind a FETCH,
+        self.output_charge = 0       # its replies the kernel has not taken
 
     def __repr__(self):
         return f"<Connection {self.port} holding {sorted(self.held)}>"
 
 
 class BrokerCore:
+    """The broker's state and rules; see the module docstring for how a shell drives it.
+
+    ``max_memory``: the byte budget (None: ``default_max_memory()``);
+    ``auth_timeout``: seconds a connection has to authenticate when ``token`` is set.
+    """
+
     def __init__(self, max_line=DEFAULT_MAX_LINE, max_waiting=DEFAULT_MAX_WAITING,
-                 idle_timeout=DEFAULT_IDLE_TIMEOUT, token=None, store=None):
+                 idle_timeout=DEFAULT_IDLE_TIMEOUT, token=None, store=None,
+                 max_memory=None, auth_timeout=DEFAULT_AUTH_TIMEOUT):
         self.max_line = max_line
         self.max_waiting = max_waiting
         self.idle_timeout = idle_timeout
+        self.auth_timeout = auth_timeout
+        self.max_memory = default_max_memory() if max_memory is None else max_memory
+        self.job_memory = int(self.max_memory * JOB_SHARE)   # JOB is refused past this
+        self.buffer_memory = self.max_memory - self.job_memory
+        self.job_bytes = 0             # bytes held, as counted (see module docstring)
+        self.buffer_bytes = 0
+        self.connections = set()       # every open Connection (for shed)
+        # Bytes of job texts copied into the replies of the read being answered
+        # (None outside receive's many-line path): a worker pipelining FETCHes.
+        self._batch = None
+        self._unauthenticated = set()  # connections that must AUTH before auth_timeout
         self.token = token.encode() if isinstance(token, str) else token
         self.store = store
         self.deliveries = []           # (conn, bytes) for connections other than the caller
@@ -117,9 +195,14 @@ class BrokerCore:
 
     # -- connection lifecycle -------------------------------------------------
 
-    def open(self, port):
+    def open(self, port, now=0.0):
+        """A new connection on ``port`` (CLIENT or WORKER), accepted at ``now``."""
         self.open_connections[port] += 1
-        return Connection(port, self.max_line, self._handlers[port], self.token is None)
+        conn = Connection(port, self.max_line, self._handlers[port], self.token is None, now)
+        self.connections.add(conn)
+        if self.token is not None:
+            self._unauthenticated.add(conn)
+        return conn
 
     def restore(self, next_id, waiting, completed):
         """Start from a store's contents: ``waiting`` (id, text) pairs in id order,
@@ -132,11 +215,14 @@ class BrokerCore:
             self.texts[job_id] = text
             self.states[job_id] = WAITING
             self.waiting.append(job_id)
+            # Restored jobs are never refused, even past the budget: JOB is, until they are done.
+            self.job_bytes += len(text) + JOB_OVERHEAD
         self.completed = len(completed)
 
     def receive(self, conn, data, now=0.0):
         """Answer every complete line in ``data``; return the replies joined."""
         framer = conn.framer
+        conn.last_read = now
         if conn.waiting_fetch is None and conn.partial_since is None:
             # Fast path for the commonest read: one whole request, nothing pending.
             line = framer.single_line(data)
@@ -146,6 +232,10 @@ class BrokerCore:
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)
+        self._batch = 0
+        if conn.partial_charge:               # that line is complete now, or charged again below
+            self.buffer_bytes -= conn.partial_charge
+            conn.partial_charge = 0
         if conn.waiting_fetch is not None:
             replies = self._hold(conn, lines)
         else:
@@ -157,8 +247,9 @@ class BrokerCore:
                     replies.extend(self._hold(conn, lines[index + 1:]))
                     break
                 replies.append(reply)
-                if conn.closing:                         # AUTH failed: ignore the rest
+                if conn.closing:                         # AUTH failed, MEMORY_FULL: ignore the rest
                     break
+        self._batch = None
         if framer.too_long:
             replies.append(err("LINE_TOO_LONG", f"line longer than {self.max_line} bytes"))
             conn.closing = True
@@ -166,6 +257,13 @@ class BrokerCore:
             if conn.partial_since is None:
                 conn.partial_since = now
                 self._partial.add(conn)
+            if not conn.closing:
+                charge = framer.partial_length() + LINE_OVERHEAD
+                if self.buffer_bytes + charge > self.buffer_memory:
+                    replies.append(self._memory_full(conn, "an unfinished line"))
+                else:
+                    conn.partial_charge = charge
+                    self.buffer_bytes += charge
         elif conn.partial_since is not None:
             conn.partial_since = None
             self._partial.discard(conn)
@@ -198,6 +296,11 @@ class BrokerCore:
         conn.closing = True
         conn.waiting_fetch = None           # its entries in fetchers/_timers are skipped
         self._partial.discard(conn)
+        self._unauthenticated.discard(conn)
+        self.connections.discard(conn)
+        self.buffer_bytes -= conn.partial_charge + conn.backlog_charge + conn.output_charge
+        conn.partial_charge = conn.backlog_charge = conn.output_charge = 0
+        conn.backlog = None
         if conn.held:
             for job_id in sorted(conn.held, reverse=True):
                 self._move(job_id, "holder lost")
@@ -214,27 +317,91 @@ class BrokerCore:
         while timers and timers[0][2].waiting_fetch != timers[0][0]:
             heapq.heappop(timers)             # answered or closed since
         deadline = timers[0][0] if timers else None
-        if self._partial:
-            # Unfinished lines are swept once a second, not tracked one by one.
+        if self._partial or self._unauthenticated:
+            # Unfinished lines and unauthenticated connections are swept once a
+            # second, not tracked one by one.
             deadline = self._next_sweep if deadline is None else min(deadline, self._next_sweep)
         return deadline
 
     def tick(self, now):
+        """Do what is due at ``now``: FETCH waits that end, idle lines, auth timeouts.
+        Replies go to ``deliveries``; a connection to close has ``closing`` set."""
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, conn = heapq.heappop(timers)
             if conn.waiting_fetch == deadline:
                 self._end_wait(conn, _NOJOB, now)
-        if not self._partial or now < self._next_sweep:
+        if not (self._partial or self._unauthenticated) or now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
         for conn in [c for c in self._partial if c.partial_since + self.idle_timeout <= now]:
-            self._partial.discard(conn)
-            conn.partial_since = None
-            conn.closing = True
-            conn.framer.take_partial()      # never answered: it timed out
-            self.deliveries.append((conn, err(
-                "IDLE_TIMEOUT", f"no end of line within {self.idle_timeout:g} s")))
+            self._drop_partial(conn)        # never answered: it timed out
+            if not conn.closing:
+                conn.closing = True
+                self.deliveries.append((conn, err(
+                    "IDLE_TIMEOUT", f"no end of line within {self.idle_timeout:g} s")))
+        for conn in [c for c in self._unauthenticated if c.opened + self.auth_timeout <= now]:
+            self._unauthenticated.discard(conn)
+            if not conn.closing:
+                conn.closing = True
+                self._drop_partial(conn)
+                self.deliveries.append((conn, err(
+                    "AUTH_TIMEOUT", f"no AUTH within {self.auth_timeout:g} s")))
+
+    def _drop_partial(self, conn):
+        """Forget a connection's unfinished line and what it was charged."""
+        self._partial.discard(conn)
+        conn.partial_since = None
+        conn.framer.take_partial()
+        self.buffer_bytes -= conn.partial_charge
+        conn.partial_charge = 0
+
+    def _memory_full(self, conn, what):
+        """The reply for a connection whose buffer does not fit the budget; it is closed."""
+        conn.closing = True
+        self._drop_partial(conn)
+        return err("MEMORY_FULL", f"{what} does not fit the connection buffers' "
+                                  f"{self.buffer_memory} bytes of the memory budget")
+
+    # -- resources ----------------------------------------------------------------
+
+    @property
+    def memory_used(self):
+        """Bytes held as counted, both shares together."""
+        return self.job_bytes + self.buffer_bytes
+
+    def charge_output(self, conn, nbytes):
+        """The shell keeps ``nbytes`` more of replies for ``conn`` that the kernel has
+        not taken. False (nothing charged) when they do not fit ``buffer_memory``:
+        the shell then drops the connection without a reply (spec limits.memory).
+        Also False after ``close``."""
+        if self.buffer_bytes + nbytes > self.buffer_memory or conn not in self.connections:
+            return False
+        self.buffer_bytes += nbytes
+        conn.output_charge += nbytes
+        return True
+
+    def output_taken(self, conn, nbytes):
+        """The kernel took ``nbytes`` of the replies charged for ``conn`` (or the shell
+        discarded them). Harmless after ``close``, which releases everything."""
+        nbytes = min(nbytes, conn.output_charge)
+        conn.output_charge -= nbytes
+        self.buffer_bytes -= nbytes
+
+    def shed(self, now, count=1):
+        """Out of descriptors: up to ``count`` connections the shell may close so
+        new peers can get in, in the order to close them: those that have given
+        least first (spec limits.connections): never authenticated, then never
+        sent anything, then silent longest. Never one holding a job, with a FETCH
+        waiting, closing, or opened less than SHED_GRACE seconds before ``now``.
+        Changes nothing: the shell sets ``closing`` on each it closes (without a
+        reply: it neither speaks nor, maybe, reads) and calls ``close``. One pass
+        over the connections, so a shell facing a burst asks for several at once."""
+        young = now - SHED_GRACE
+        candidates = [conn for conn in self.connections
+                      if not conn.held and conn.waiting_fetch is None and not conn.closing
+                      and conn.opened <= young]
+        return heapq.nsmallest(count, candidates, key=_shed_rank)
 
     # -- requests ---------------------------------------------------------------
 
@@ -268,6 +435,7 @@ class BrokerCore:
             return err("AUTH_FAILED", "wrong token")
         conn.closing = False
         conn.authenticated = True
+        self._unauthenticated.discard(conn)
         return _OK
 
     def _auth(self, conn, arg, now):
@@ -285,6 +453,13 @@ class BrokerCore:
             conn.closing = True
             conn.waiting_fetch = None
             return [err("BACKLOG_FULL", f"more than {MAX_BACKLOG} lines sent while a FETCH waits")]
+        if lines:
+            charge = sum(map(len, lines)) + LINE_OVERHEAD * len(lines)
+            if self.buffer_bytes + charge > self.buffer_memory:
+                conn.waiting_fetch = None
+                return [self._memory_full(conn, "a line sent while a FETCH waits")]
+            conn.backlog_charge += charge
+            self.buffer_bytes += charge
         return []
 
     def _end_wait(self, conn, reply, now):
@@ -296,11 +471,15 @@ class BrokerCore:
         it, up to one that waits again; returned joined."""
         conn.waiting_fetch = None
         backlog, conn.backlog = conn.backlog, None
+        if conn.backlog_charge:
+            self.buffer_bytes -= conn.backlog_charge
+            conn.backlog_charge = 0
         replies = [reply]
         for index, line in enumerate(backlog or ()):
             reply = self._answer(conn, line, now)
             if reply is None:                     # another FETCH <seconds> waits
-                conn.backlog = backlog[index + 1:]
+                conn.backlog = []
+                self._hold(conn, backlog[index + 1:])
                 break
             replies.append(reply)
         return b"".join(replies)
@@ -326,6 +505,11 @@ class BrokerCore:
                                    "(it would not fit one UDP datagram)")
         if len(waiting) >= self.max_waiting:
             raise RequestError("QUEUE_FULL", f"queue full: {self.max_waiting} jobs waiting")
+        used = self.job_bytes + len(text) + JOB_OVERHEAD
+        if used > self.job_memory:
+            raise RequestError("QUEUE_FULL", f"queue full: jobs fill their {self.job_memory} "
+                                             f"bytes of the memory budget")
+        self.job_bytes = used
         job_id = len(texts)
         texts.append(text)
         self.states.append(WAITING)
@@ -354,6 +538,8 @@ class BrokerCore:
         if self.waiting:
             if arg:
                 _fetch_wait(arg)          # still reject a bad argument
+            if self._batch is not None:
+                self._charge_batch(conn)
             return self._take_next(conn)
         if not arg:
             return _NOJOB
@@ -366,6 +552,17 @@ class BrokerCore:
         self._timer_seq += 1
         heapq.heappush(self._timers, (deadline, self._timer_seq, conn))
         return None
+
+    def _charge_batch(self, conn):
+        """Count the copy of the next job's text in this read's replies; past the
+        budget the connection gets ERR MEMORY_FULL instead, and is closed (the
+        jobs it took go back to the queue when it closes)."""
+        self._batch += len(self.texts[self.waiting[0]]) + LINE_OVERHEAD
+        if self.buffer_bytes + self._batch > self.buffer_memory:
+            conn.closing = True
+            raise RequestError("MEMORY_FULL", f"the replies to one read do not fit the connection "
+                                              f"buffers' {self.buffer_memory} bytes of the memory "
+                                              f"budget")
 
     def _take_next(self, conn):
         job_id = self.waiting.popleft()
@@ -386,6 +583,7 @@ class BrokerCore:
         self._move(job_id, "done")
         del self.holders[job_id]
         conn.held.discard(job_id)
+        self.job_bytes -= len(self.texts[job_id]) + JOB_OVERHEAD
         self.texts[job_id] = None
         self.completed += 1
         if self.store is not None:
@@ -401,6 +599,11 @@ class BrokerCore:
 
     def _move(self, job_id, event):
         self.states[job_id] = TRANSITIONS[self.states[job_id], event]
+
+
+def _shed_rank(conn):
+    """Sort key of shed: who has given least comes first."""
+    return (conn.authenticated, conn.last_read is not None, conn.last_read or conn.opened)
 
 
 def _fetch_wait(arg):

@@ -64,6 +64,10 @@ class LineFramer:
     def has_partial(self):
         return bool(self._partial)
 
+    def partial_length(self):
+        """Bytes of the unfinished line held so far."""
+        return len(self._partial)
+
     def take_partial(self):
         """Hand over (and forget) the unfinished line held so far."""
         partial = bytes(self._partial)

@@ -2,7 +2,10 @@
 
 import argparse
 
-from .broker import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_WAITING
+from .broker import (
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_WAITING, DEFAULT_MEMORY_FRACTION,
+    JOB_SHARE, default_max_memory,
+)
 from .framing import DEFAULT_MAX_LINE
 
 DEFAULT_CLIENT_PORT = 50000
@@ -71,7 +74,20 @@ def broker_parser(prog, flavour):
     parser.add_argument("--idle-timeout", type=positive_float, default=DEFAULT_IDLE_TIMEOUT,
                         help="seconds a connection may take to finish a line it started "
                              f"(default {DEFAULT_IDLE_TIMEOUT:g}); then ERR IDLE_TIMEOUT and it is closed. "
-                             "Connections that are merely quiet are never closed")
+                             "Connections that are merely quiet are closed only when the "
+                             "broker runs out of descriptors")
+    parser.add_argument("--max-memory", type=positive_int, default=None, metavar="BYTES",
+                        help="bytes the broker may hold in total: job texts, unfinished lines, "
+                             "lines behind a waiting FETCH, unsent replies (default "
+                             f"{DEFAULT_MEMORY_FRACTION:g} of physical memory, here "
+                             f"{default_max_memory()}). Jobs may fill {JOB_SHARE:g} of it, then "
+                             "JOB gets ERR QUEUE_FULL; a connection whose buffer does not fit "
+                             "gets ERR MEMORY_FULL and is closed")
+    parser.add_argument("--auth-timeout", type=positive_float, default=DEFAULT_AUTH_TIMEOUT,
+                        metavar="SECONDS",
+                        help="with --token-file, seconds a connection has to send AUTH "
+                             f"(default {DEFAULT_AUTH_TIMEOUT:g}); then ERR AUTH_TIMEOUT "
+                             "and it is closed")
     parser.add_argument("--token-file", metavar="PATH",
                         help="require every connection to start with AUTH <token>, the token "
                              "being the first line of PATH (default: no authentication)")
@@ -96,5 +112,7 @@ def startup_line(flavour, args):
     return (f"workq broker ({flavour}): clients on {args.host}:{args.client_port}, "
             f"workers on {args.host}:{args.worker_port}, store {args.store}, "
             f"max line {args.max_line} bytes, max waiting {args.max_waiting}, "
+            f"max memory {args.max_memory} bytes, "
             f"idle timeout {args.idle_timeout:g} s, "
-            f"auth {'token from ' + args.token_file if args.token_file else 'off'}")
+            f"auth {'token from ' + args.token_file if args.token_file else 'off'}"
+            f"{f', auth timeout {args.auth_timeout:g} s' if args.token_file else ''}")

@@ -8,7 +8,9 @@ durable store, replies instead wait until the end of the loop iteration: the
 store commits everything the iteration changed at once (group commit), then
 each connection's replies go out with one send. What the kernel does not take
 waits in a per-connection output buffer, so a peer that stops reading slows
-nobody else (and is dropped past --max-output).
+nobody else (and is dropped past --max-output, or when the core's memory
+budget cannot take it). When accept fails for lack of descriptors, the core
+chooses quiet connections to shed; they are closed and accepting goes on.
 """
 
 import errno
@@ -27,6 +29,10 @@ FLAVOUR = "select"
 # After accept() fails for lack of descriptors, listen again this much later
 # instead of spinning on a listener that stays readable.
 ACCEPT_PAUSE = 0.1
+# At most this many connections shed per readable listener (chosen in one pass
+# over the connections), so a flood of new connections cannot churn through
+# every quiet one at once; then pause as above.
+SHED_PER_ACCEPT = 16
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -105,21 +111,38 @@ class SelectBroker:
     # -- accepting ------------------------------------------------------------
 
     def _accept(self, listener, port):
+        victims = None       # connections to shed, in order, chosen once per burst
         while True:
             try:
                 sock, _ = listener.accept()
             except BlockingIOError:
                 return
             except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    if victims is None:
+                        victims = self.core.shed(monotonic(), SHED_PER_ACCEPT)
+                    if self._shed(victims):
+                        continue              # a descriptor is free: accept again
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._pause_accepting()
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             keep_alive(sock)
-            peer = Peer(sock, self.core.open(port))
+            peer = Peer(sock, self.core.open(port, monotonic()))
             peer.conn.io = peer
             self.selector.register(sock, READ, peer)
+
+    def _shed(self, victims):
+        """Close the next of ``victims`` (the core's choice) to free a descriptor;
+        False when none is left."""
+        while victims:
+            conn = victims.pop(0)
+            if conn.io is not None and not conn.closing:
+                conn.closing = True
+                self._drop(conn.io)
+                return True
+        return False
 
     def _pause_accepting(self):
         now = monotonic()
@@ -207,11 +230,12 @@ class SelectBroker:
                 if peer.conn.closing:
                     self._drop(peer)
                 return
-            data = data[sent:]
-        peer.outbox += data
-        if len(peer.outbox) > self.max_output:
+            data = memoryview(data)[sent:]      # no copy: it may be large
+        if len(peer.outbox) + len(data) > self.max_output or not self.core.charge_output(
+                peer.conn, len(data)):
             self._drop(peer)      # it does not read; keep memory bounded for everyone else
             return
+        peer.outbox += data
         self._want(peer, WRITE if peer.conn.closing else READ | WRITE)
 
     def _flush(self, peer):
@@ -223,6 +247,7 @@ class SelectBroker:
             self._drop(peer)
             return
         del peer.outbox[:sent]
+        self.core.output_taken(peer.conn, sent)
         if not peer.outbox:
             if peer.conn.closing:
                 self._drop(peer)

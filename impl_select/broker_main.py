@@ -3,7 +3,7 @@
 import signal
 import sys
 
-from core.broker import CLIENT, WORKER, BrokerCore
+from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
 from core.options import broker_parser, startup_line
 
 from .netutil import listen, raise_descriptor_limit
@@ -25,6 +25,8 @@ def run_broker(module, flavour, argv, make_broker):
     (with one clear line on stderr).
     """
     args = broker_parser(f"python3 -m {module}", flavour).parse_args(argv)
+    if args.max_memory is None:
+        args.max_memory = default_max_memory()
     raise_descriptor_limit()
     try:
         token = read_token(args.token_file) if args.token_file else None
@@ -33,7 +35,8 @@ def run_broker(module, flavour, argv, make_broker):
         print(f"broker: {error}", file=sys.stderr)
         return 1
     core = BrokerCore(max_line=args.max_line, max_waiting=args.max_waiting,
-                      idle_timeout=args.idle_timeout, token=token, store=store)
+                      idle_timeout=args.idle_timeout, token=token, store=store,
+                      max_memory=args.max_memory, auth_timeout=args.auth_timeout)
     if store is not None:
         core.restore(*store.load())
     try:

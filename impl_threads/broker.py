@@ -8,9 +8,14 @@ made them; they are sent outside the lock, so a peer that stops reading blocks
 only its own thread (and is dropped once a send has waited SEND_TIMEOUT). With
 a store, a reply waits in the queue until the changes it acknowledges are on
 disk. A timer thread answers FETCH <seconds> that run out and closes
-connections that never finish a line.
+connections that never finish a line or never authenticate. Replies the
+kernel does not take at once are charged to the core's memory budget while
+a send waits; a peer whose replies do not fit is shut down. Out of
+descriptors, the acceptor sheds the quiet connections the core chooses and
+accepts again.
 """
 
+import errno
 import socket
 import struct
 import sys
@@ -24,6 +29,8 @@ from impl_select.netutil import READ_SIZE, keep_alive
 FLAVOUR = "threads"
 # A peer whose kernel buffer stays full this long does not read: drop it.
 SEND_TIMEOUT = 30.0
+# Out of descriptors after shedding, wait this long for a descriptor to free.
+ACCEPT_PAUSE = 0.1
 
 
 class Peer:
@@ -47,6 +54,7 @@ class ThreadedBroker:
         self.timer_wakeup = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.peers = set()                      # open peers, shut down on stop
+        self.freed = threading.Event()          # a peer closed: a descriptor is free
 
     def serve(self):
         for port, sock in self.listeners.items():
@@ -65,11 +73,15 @@ class ThreadedBroker:
         while not self.stopping.is_set():
             try:
                 sock, _ = listener.accept()
-            except OSError:
+            except OSError as error:
                 if self.stopping.is_set():
                     return
+                if error.errno in (errno.EMFILE, errno.ENFILE) and self._shed():
+                    # The shed peer's thread closes its socket: wait for that.
+                    self.freed.wait(ACCEPT_PAUSE)
+                    continue
                 # Out of descriptors or threads: wait a little instead of spinning.
-                self.stopping.wait(0.1)
+                self.stopping.wait(ACCEPT_PAUSE)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
@@ -77,7 +89,7 @@ class ThreadedBroker:
                             struct.pack("ll", int(SEND_TIMEOUT), 0))
             keep_alive(sock)
             with self.lock:
-                peer = Peer(sock, self.core.open(port))
+                peer = Peer(sock, self.core.open(port, monotonic()))
                 peer.conn.io = peer
                 self.peers.add(peer)
             try:
@@ -122,6 +134,18 @@ class ThreadedBroker:
                 peers.append(peer)
         return peers
 
+    def _shed(self):
+        """Out of descriptors: shut down the connection the core chooses (its thread
+        then closes it and sets ``freed``). False: none may be shed."""
+        with self.lock:
+            victims = [conn.io for conn in self.core.shed(monotonic(), 1) if conn.io is not None]
+            for peer in victims:
+                peer.conn.closing = True   # its reader must not answer an unfinished line
+            self.freed.clear()
+        for peer in victims:
+            _shut(peer.sock)
+        return bool(victims)
+
     def _send_posted(self, mark, *peers):
         """Outside the lock: once changes up to ``mark`` are durable, send what the
         peers' queues hold. Whoever queued a reply sends it, or finds it sent."""
@@ -140,11 +164,37 @@ class ThreadedBroker:
                 ready.append(outbox.popleft()[1])
             if not ready:
                 return
+            data = ready[0] if len(ready) == 1 else b"".join(ready)
+            ready.clear()             # only data stays alive while a send waits
             try:
-                peer.sock.sendall(ready[0] if len(ready) == 1 else b"".join(ready))
+                try:
+                    sent = peer.sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self._send_rest(peer, data, sent)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 outbox.clear()
                 _shut(peer.sock)
+
+    def _send_rest(self, peer, data, sent):
+        """Under send_lock: the kernel took only ``sent`` bytes of ``data``. While
+        sendall waits for the rest, all of ``data`` stays in memory: it is charged
+        to the core's memory budget; past the budget the peer is shut down
+        instead. Raises OSError as sendall does."""
+        with self.lock:
+            charged = self.core.charge_output(peer.conn, len(data))
+            if not charged:
+                peer.conn.closing = True      # its reader must not answer an unfinished line
+        if not charged:
+            peer.outbox.clear()
+            _shut(peer.sock)
+            return
+        try:
+            peer.sock.sendall(memoryview(data)[sent:])
+        finally:
+            with self.lock:           # sent (or lost): no longer held
+                self.core.output_taken(peer.conn, len(data))
 
     def _timer_loop(self):
         core = self.core
@@ -171,6 +221,7 @@ class ThreadedBroker:
 
     def _close_peer(self, peer):
         peer.sock.close()
+        self.freed.set()
         with self.lock:
             self.peers.discard(peer)
             peer.conn.io = None

@@ -1,9 +1,14 @@
 """The broker's job table and replies, driven as bytes in, bytes out."""
 
+import os
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from core.broker import CLIENT, WORKER, BrokerCore, TRANSITIONS, WAITING, RUNNING, COMPLETED
+from core.broker import (
+    CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER, BrokerCore,
+    default_max_memory,
+)
 
 
 @pytest.fixture
@@ -277,3 +282,156 @@ def test_store_sees_new_and_completed_jobs_and_restore_continues_ids():
     restarted.restore(3, [(2, b"b")], [1])
     client = restarted.open(CLIENT)
     assert talk(restarted, client, b"STATUS 1\nSTATUS 2\nJOB c\n") == ["completed", "waiting", "ID 3"]
+
+
+# -- resources: the memory budget (spec limits.memory) ---------------------------------
+
+def test_job_is_refused_past_the_jobs_share_of_the_budget_and_accepted_after_a_done():
+    broker = BrokerCore(max_memory=4000)         # jobs may hold 3,000 bytes
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    text = b"x" * (1000 - JOB_OVERHEAD)          # counts 1,000 bytes
+    replies = talk(broker, client, b"".join(b"JOB " + text + b"\n" for _ in range(4)))
+    assert replies[:3] == ["ID 1", "ID 2", "ID 3"], f"expected three jobs accepted, got {replies}"
+    assert replies[3].startswith("ERR QUEUE_FULL ") and "memory" in replies[3], (
+        f"expected the fourth refused for memory, got {replies[3]!r}")
+    assert broker.job_bytes == 3000, f"expected 3000 bytes counted, got {broker.job_bytes}"
+    assert talk(broker, worker, b"FETCH\n")[0].startswith("JOB 1 ")
+    assert talk(broker, worker, b"DONE 1\n") == ["OK"]
+    assert talk(broker, client, b"JOB " + text + b"\n") == ["ID 4"], "a done job gives its bytes back"
+
+
+def test_unfinished_lines_share_the_buffers_share_and_are_refused_with_memory_full():
+    broker = BrokerCore(max_memory=4000)         # buffers may hold 1,000 bytes
+    slow, greedy = broker.open(CLIENT), broker.open(CLIENT)
+    broker.receive(slow, b"JOB " + b"a" * 300)
+    assert broker.buffer_bytes == 304 + LINE_OVERHEAD, f"got {broker.buffer_bytes}"
+    reply = broker.receive(greedy, b"JOB " + b"b" * 700).decode()
+    assert reply.startswith("ERR MEMORY_FULL ") and greedy.closing, f"got {reply!r}"
+    assert broker.receive(slow, b"\n") == b"ID 1\n"
+    assert (broker.buffer_bytes, broker.job_bytes) == (0, 300 + JOB_OVERHEAD), \
+        "the finished line is counted as a job only"
+    broker.close(greedy)
+    assert broker.memory_used == 300 + JOB_OVERHEAD
+
+
+def test_a_full_queue_leaves_the_buffers_share_and_the_reverse():
+    broker = BrokerCore(max_memory=4000)
+    client, other = broker.open(CLIENT), broker.open(CLIENT)
+    talk(broker, client, b"JOB " + b"x" * (3000 - JOB_OVERHEAD) + b"\n")
+    assert broker.receive(other, b"JOB " + b"y" * 800) == b"", "an unfinished line still fits"
+    assert talk(broker, client, b"JOB z\n")[0].startswith("ERR QUEUE_FULL ")
+    broker.close(other)
+    assert not broker.charge_output(other, 10), "nothing is charged for a closed connection"
+    peer = broker.open(CLIENT)
+    assert broker.charge_output(peer, 1000)
+    assert not broker.charge_output(peer, 1), "the buffers' share is full"
+    broker.receive(broker.open(WORKER), b"FETCH\n")              # a worker still takes a job
+    broker.output_taken(peer, 1000)
+    assert broker.buffer_bytes == 0
+
+
+def test_lines_held_behind_a_waiting_fetch_are_counted_until_answered():
+    broker = BrokerCore(max_memory=40_000)
+    worker, client = broker.open(WORKER), broker.open(CLIENT)
+    broker.receive(worker, b"FETCH 30\nSTATS\nSTATS\n", now=0.0)
+    assert broker.buffer_bytes == 10 + 2 * LINE_OVERHEAD, f"got {broker.buffer_bytes}"
+    talk(broker, client, b"JOB a\n")
+    assert broker.buffer_bytes == 0, "the held lines were answered and released"
+    assert broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 2000).startswith(b"ERR BACKLOG_FULL")
+
+
+def test_too_many_held_lines_for_the_budget_get_memory_full():
+    broker = BrokerCore(max_memory=4000)
+    worker = broker.open(WORKER)
+    reply = broker.receive(worker, b"FETCH 30\n" + b"STATS\n" * 20).decode()
+    assert reply.startswith("ERR MEMORY_FULL ") and worker.closing, f"got {reply!r}"
+    assert broker.memory_used == 0
+
+
+def test_replies_to_one_read_count_the_job_texts_they_copy():
+    broker = BrokerCore(max_memory=8000)       # buffers 2,000: one copy of 864 fits, two do
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    talk(broker, client, b"".join(b"JOB " + b"x" * 800 + b"\n" for _ in range(3)))
+    replies = talk(broker, worker, b"FETCH\n" * 3)
+    assert [r[:6] for r in replies] == ["JOB 1 ", "JOB 2 ", "ERR ME"], (
+        f"expected two jobs then ERR MEMORY_FULL, got {[r[:30] for r in replies]}")
+    assert broker.buffer_bytes == 0, "the copies are counted only while the read is answered"
+    broker.close(worker)
+    again = broker.open(WORKER)
+    assert talk(broker, again, b"FETCH\n")[0].startswith("JOB 1 "), "the jobs it took are back"
+
+
+def test_unsent_output_is_charged_released_and_bounded():
+    broker = BrokerCore(max_memory=4000)
+    peer = broker.open(CLIENT)
+    assert broker.charge_output(peer, 600) and broker.buffer_bytes == 600
+    assert not broker.charge_output(peer, 600), "past the buffers' share: refused"
+    broker.output_taken(peer, 100)
+    assert broker.buffer_bytes == 500
+    broker.close(peer)
+    broker.output_taken(peer, 500)       # the shell reports a send after close: harmless
+    assert broker.memory_used == 0, f"got {broker.memory_used}"
+
+
+# -- resources: silent peers (spec limits.connections) ---------------------------------
+
+def test_a_connection_that_does_not_authenticate_in_time_gets_auth_timeout():
+    broker = BrokerCore(token="s3cret", auth_timeout=5)
+    silent, prompt = broker.open(CLIENT, now=0.0), broker.open(CLIENT, now=0.0)
+    assert talk(broker, prompt, b"AUTH s3cret\n") == ["OK"]
+    broker.tick(4.0)
+    assert broker.deliveries == []
+    assert broker.next_deadline() is not None
+    broker.tick(5.5)
+    assert deliveries_to(broker, silent)[0].startswith("ERR AUTH_TIMEOUT ")
+    assert silent.closing and not prompt.closing
+
+
+def test_without_a_token_nothing_times_out_for_silence():
+    broker = BrokerCore(auth_timeout=5)
+    quiet = broker.open(CLIENT, now=0.0)
+    assert broker.next_deadline() is None
+    broker.tick(100.0)
+    assert broker.deliveries == [] and not quiet.closing
+
+
+def test_shed_chooses_those_that_gave_least_and_never_a_busy_one():
+    broker = BrokerCore(token="s3cret")
+    authed_old = broker.open(CLIENT, now=0.0)
+    talk_at = lambda conn, data, now: broker.receive(conn, data, now)
+    talk_at(authed_old, b"AUTH s3cret\n", 1.0)
+    authed_new = broker.open(CLIENT, now=0.0)
+    talk_at(authed_new, b"AUTH s3cret\n", 5.0)
+    spoke = broker.open(CLIENT, now=2.0)
+    talk_at(spoke, b"AUTH s3c", 3.0)                 # sent something, not authenticated
+    silent_old, silent_new = broker.open(CLIENT, now=1.0), broker.open(CLIENT, now=3.0)
+    young = broker.open(CLIENT, now=9.5)
+    holder = broker.open(WORKER, now=0.0)
+    talk_at(holder, b"AUTH s3cret\n", 0.5)
+    submitter = broker.open(CLIENT)
+    talk_at(submitter, b"AUTH s3cret\nJOB a\n", 0.5)
+    talk_at(holder, b"FETCH\n", 0.5)
+    waiter = broker.open(WORKER, now=0.0)
+    talk_at(waiter, b"AUTH s3cret\nFETCH 60\n", 0.5)
+    order = broker.shed(10.0, count=10)
+    assert order == [silent_old, silent_new, spoke, submitter, authed_old, authed_new], order
+    assert not any(conn.closing for conn in order), "shed only chooses"
+    authed_new.closing = True
+    assert broker.shed(10.0, count=10)[-1] is authed_old, "a closing one is not chosen"
+    for conn in order:
+        broker.close(conn)
+    assert broker.shed(10.0) == [], "a job holder, a waiting FETCH, a young one: never"
+    assert not (holder.closing or waiter.closing or young.closing)
+
+
+def test_default_memory_budget_is_a_quarter_of_ram_or_of_a_lower_cgroup_limit(tmp_path, monkeypatch):
+    import core.broker as broker_module
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    monkeypatch.setattr(broker_module, "CGROUP_LIMIT_FILES", (str(tmp_path / "absent"),))
+    assert default_max_memory() == ram // 4
+    limit = tmp_path / "memory.max"
+    limit.write_text("max\n")                   # cgroup v2: no limit
+    monkeypatch.setattr(broker_module, "CGROUP_LIMIT_FILES", (str(limit),))
+    assert default_max_memory() == ram // 4
+    limit.write_text(f"{512 << 20}\n")         # a container of 512 MiB
+    assert default_max_memory() == 128 << 20

@@ -4,10 +4,16 @@
   no 1,024 ceiling) serves 10,000 concurrent client connections, each of
   which gets an answer, and a new client is still served; STATS counts them.
   (The threads broker's ceiling is measured once by hand: RELIABILITY.md.)
+- ``test_silent_connections_do_not_keep_a_client_out``: both brokers with a
+  token and RLIMIT_NOFILE 256, 400 connections that never send anything
+  (more than the broker can hold): an authenticated client still gets its
+  ID, because the broker sheds silent connections to accept it (some of the
+  silent ones see their connection closed without a reply).
 - ``test_out_of_descriptors``: both brokers, with RLIMIT_NOFILE lowered to 64
-  (soft and hard) once running: connections are opened until accept fails;
-  the broker neither crashes nor spins (its CPU time over a short window),
-  and once some connections close the waiting ones and new ones are served.
+  (soft and hard) once running: worker connections, each with a FETCH
+  waiting (which the broker never sheds), are opened until accept fails; the
+  broker neither crashes nor spins (its CPU time over a short window), and
+  once some connections close the waiting ones and new ones are served.
 """
 
 import resource
@@ -144,8 +150,9 @@ def test_out_of_descriptors(impl):
         room = NOFILE - used - (1 if impl == "impl_threads" else 0)
         assert room > FREED, f"broker already uses {used} descriptors of {NOFILE}"
         for _ in range(room + BEYOND):
-            sock = socket.create_connection(("127.0.0.1", broker.client_port), timeout=10)
-            sock.sendall(b"STATS\n")
+            # A waiting FETCH: a connection the broker may not shed to make room.
+            sock = socket.create_connection(("127.0.0.1", broker.worker_port), timeout=10)
+            sock.sendall(b"STATS\nFETCH 600\n")
             socks.append(sock)
         served = answers(socks, deadline, expected=room)
         assert len(served) == room, (
@@ -182,5 +189,52 @@ def test_out_of_descriptors(impl):
         for sock in socks:
             sock.close()
         for thing in (fresh, broker):
+            if thing is not None:
+                thing.close()
+
+
+# -- silent connections past the descriptor limit (issue 10, kind 9) -----------------------
+
+SILENT = 400
+SILENT_NOFILE = 256
+TOKEN = "descriptor-test-token"
+PROMPT = 15.0          # seconds the authenticated client may wait (it waited 90 s before)
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_silent_connections_do_not_keep_a_client_out(impl, tmp_path):
+    deadline = time.monotonic() + DEADLINE
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    raised_nofile(SILENT + 100)
+    broker = client = None
+    silent = []
+    try:
+        # A long auth timeout: what lets the client in here is shedding, not the timeout.
+        broker = Broker(impl, "--token-file", token_file, "--auth-timeout", "600")
+        resource.prlimit(broker.pid, resource.RLIMIT_NOFILE, (SILENT_NOFILE, SILENT_NOFILE))
+        for _ in range(SILENT):
+            silent.append(socket.create_connection(("127.0.0.1", broker.client_port), timeout=10))
+        started = time.monotonic()
+        client = LineConnection(broker.client_port, timeout=PROMPT)
+        client.send_lines([f"AUTH {TOKEN}", "JOB behind 400 silent connections"])
+        replies = [client.read_line(timeout=PROMPT), client.read_line(timeout=PROMPT)]
+        waited = time.monotonic() - started
+        assert replies == ["OK", "ID 1"], (
+            f"[{impl}] authenticated client behind {SILENT} silent connections, descriptor limit "
+            f"{SILENT_NOFILE}: expected ['OK', 'ID 1'], got {replies}")
+        shed = answers(silent, time.monotonic() + 5.0, expected=1)
+        assert shed and all(line == " <closed>" for line in shed.values()), (
+            f"[{impl}] expected silent connections closed without a reply to make room, "
+            f"got {list(shed.values())[:5]}")
+        assert broker.running(), f"[{impl}] broker died: {broker.stderr()[-500:]!r}"
+        print(f"\nsilent connections [{impl}]: {SILENT} silent, limit {SILENT_NOFILE}: the "
+              f"authenticated client got its ID after {waited:.2f} s; at least {len(shed)} "
+              f"silent ones shed (closed without a reply)")
+        assert time.monotonic() < deadline
+    finally:
+        for sock in silent:
+            sock.close()
+        for thing in (client, broker):
             if thing is not None:
                 thing.close()

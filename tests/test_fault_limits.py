@@ -9,7 +9,17 @@
 - --max-waiting 3: the fourth waiting job gets ERR QUEUE_FULL;
 - --token-file: no AUTH, a wrong token, the right token, on both ports; a
   worker started with the token does a job end to end;
-- a 10 MB line without LF does not grow the broker's memory (VmRSS).
+- a 10 MB line without LF does not grow the broker's memory (VmRSS);
+- --max-memory (issue 10, kind 8): 60 KB jobs are accepted exactly until
+  their bytes fill three quarters of the budget, then ERR QUEUE_FULL, and
+  again after one is done (VmRSS stays near the count); connections holding
+  unfinished lines share the budget (those that do not fit get ERR
+  MEMORY_FULL); a client that never reads is dropped once its unsent replies
+  pass the budget, even under a large --max-output;
+- --auth-timeout (kind 9): a connection that never authenticates gets ERR
+  AUTH_TIMEOUT and is closed; an authenticated one stays;
+- the start-up line states the memory budget (default: a quarter of RAM)
+  and, with a token, the auth timeout.
 
 Each test has a deadline and waits for replies, datagrams or the peer's
 close; none sleeps to synchronise.
@@ -17,14 +27,17 @@ close; none sleeps to synchronise.
 
 import select
 import socket
+import struct
 import threading
 import time
 
 import pytest
 
+from core.broker import DEFAULT_AUTH_TIMEOUT, JOB_OVERHEAD, JOB_SHARE, LINE_OVERHEAD, default_max_memory
 from tests.support import (
     IMPLS,
     Broker,
+    Process,
     LineConnection,
     SyslogListener,
     Wire,
@@ -107,13 +120,16 @@ def hog(port, result):
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
-def test_client_that_never_reads(impl):
+@pytest.mark.parametrize("options", [("--max-output", str(MAX_OUTPUT)),
+                                     ("--max-output", str(1 << 30), "--max-memory", str(MAX_OUTPUT))],
+                         ids=["max-output", "max-memory"])
+def test_client_that_never_reads(impl, options):
     deadline = time.monotonic() + DEADLINE
     broker = good = None
     result = {"stop": threading.Event(), "done": threading.Event(), "sent": 0}
     thread = None
     try:
-        broker = Broker(impl, "--max-output", str(MAX_OUTPUT))
+        broker = Broker(impl, *options)
         good = LineConnection(broker.client_port)
         thread = threading.Thread(target=hog, args=(broker.client_port, result), daemon=True)
         thread.start()
@@ -128,7 +144,7 @@ def test_client_that_never_reads(impl):
         outcome = result["outcome"]
         if impl == "impl_select":
             assert outcome.startswith("dropped"), (
-                f"[{impl}] a client that never reads: expected it dropped past --max-output, "
+                f"[{impl}] a client that never reads: expected it dropped past {options}, "
                 f"got {outcome} after sending {result['sent']} bytes")
         else:
             assert outcome == "blocked" or outcome.startswith("dropped"), (
@@ -139,7 +155,7 @@ def test_client_that_never_reads(impl):
             assert reply.startswith("ID "), f"[{impl}] after the hog: expected 'ID <n>', got {reply!r}"
         expected_clients = 1 if outcome.startswith("dropped") else 2
         await_stats(good, lambda s: s["clients"] == expected_clients, deadline)
-        print(f"\nnever-reading client [{impl}]: {outcome} after {result['sent']} bytes sent; "
+        print(f"\nnever-reading client [{impl}, {options}]: {outcome} after {result['sent']} bytes sent; "
               f"{served_during} JOB+STATUS round trips of another client meanwhile")
     finally:
         result["stop"].set()
@@ -318,5 +334,146 @@ def test_huge_line_does_not_grow_memory(impl):
               f"{after} kB ({after - before:+d} kB)")
     finally:
         for thing in (probe, broker):
+            if thing is not None:
+                thing.close()
+
+
+# -- --max-memory: bytes, not items ------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_startup_line_states_the_memory_budget_and_auth_timeout(impl, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    for options, expected in (((), f"max memory {default_max_memory()} bytes"),
+                              (("--max-memory", "1000000"), "max memory 1000000 bytes"),
+                              (("--token-file", token_file),
+                               f"auth timeout {DEFAULT_AUTH_TIMEOUT:g} s")):
+        broker = Process(f"{impl}.broker", 0, 0, *options)
+        try:
+            line = broker.startup_line()
+        finally:
+            broker.close()
+        assert expected in line, f"[{impl}] {options}: expected {expected!r} in the start-up line {line!r}"
+
+
+BIG_JOB = 60_000              # bytes of text per job, as in the issue
+JOB_BUDGET = 16 << 20         # --max-memory for the job flood
+
+
+def job_line(k):
+    """A JOB line with BIG_JOB bytes of text, distinct per ``k``."""
+    return f"JOB {k:08d}{'x' * (BIG_JOB - 8)}"
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_memory_budget_refuses_big_jobs(impl):
+    broker = client = worker = None
+    fits = int(JOB_BUDGET * JOB_SHARE) // (BIG_JOB + JOB_OVERHEAD)
+    try:
+        broker = Broker(impl, "--max-memory", JOB_BUDGET)
+        client = LineConnection(broker.client_port)
+        assert client.request("STATS").startswith("STATS ")     # code paths loaded before measuring
+        before = proc_status_kb(broker.pid)
+        accepted, reply = 0, ""
+        for k in range(fits + 10):                 # bounded: a few past where it must refuse
+            reply = client.request(job_line(k))
+            if not reply.startswith("ID "):
+                break
+            accepted += 1
+        expect_err(reply, "QUEUE_FULL")
+        after = proc_status_kb(broker.pid)
+        assert accepted == fits, (f"[{impl}] --max-memory {JOB_BUDGET}: expected {fits} jobs of "
+                                  f"{BIG_JOB} bytes accepted, got {accepted}")
+        assert (after - before) * 1024 < JOB_BUDGET, (
+            f"[{impl}] broker VmRSS grew by {after - before} kB holding {accepted} jobs of "
+            f"{BIG_JOB} bytes; expected under the budget of {JOB_BUDGET >> 10} kB")
+        worker = LineConnection(broker.worker_port)
+        assert worker.request("FETCH").startswith("JOB 1 ")
+        assert worker.request("DONE 1") == "OK"
+        reply = client.request(job_line(fits))
+        assert reply == f"ID {fits + 1}", (f"[{impl}] after a job was done: expected "
+                                           f"'ID {fits + 1}', got {reply[:80]!r}")
+        print(f"\nmemory budget [{impl}]: --max-memory {JOB_BUDGET}: {accepted} jobs of {BIG_JOB} "
+              f"bytes accepted, then ERR QUEUE_FULL; VmRSS {before} -> {after} kB "
+              f"(+{after - before} kB for {accepted * (BIG_JOB + JOB_OVERHEAD) >> 10} kB counted)")
+    finally:
+        for thing in (client, worker, broker):
+            if thing is not None:
+                thing.close()
+
+
+LINE_BUDGET = 16 << 20        # --max-memory for the unfinished lines (4 MiB for buffers)
+HOLDERS = 120                 # connections, each sending BIG_JOB bytes without LF
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_unfinished_lines_share_the_memory_budget(impl):
+    deadline = time.monotonic() + DEADLINE
+    broker = probe = None
+    socks = []
+    fits = (LINE_BUDGET - int(LINE_BUDGET * JOB_SHARE)) // (BIG_JOB + LINE_OVERHEAD)
+    try:
+        broker = Broker(impl, "--max-memory", LINE_BUDGET)
+        probe = LineConnection(broker.client_port)
+        before = proc_status_kb(broker.pid)
+        line = job_line(0).encode()
+        for _ in range(HOLDERS):
+            sock = socket.create_connection(("127.0.0.1", broker.client_port), timeout=10)
+            sock.sendall(line)                    # no LF: the broker holds it
+            socks.append(sock)
+        refused = {}                              # the refused ones answer, then close
+        while len(refused) < HOLDERS - fits and time.monotonic() < deadline:
+            pending = [sock for sock in socks if sock not in refused]
+            for sock in select.select(pending, [], [], 1.0)[0]:
+                refused[sock] = sock.recv(4096).decode(errors="replace")
+        stats = await_stats(probe, lambda s: s["clients"] == fits + 1, deadline)
+        refused = list(refused.values())
+        after = proc_status_kb(broker.pid)
+        assert len(refused) == HOLDERS - fits and all(
+            r.startswith("ERR MEMORY_FULL ") for r in refused), (
+            f"[{impl}] {HOLDERS} unfinished lines of {BIG_JOB} bytes, --max-memory {LINE_BUDGET}: "
+            f"expected {fits} held and {HOLDERS - fits} refused with ERR MEMORY_FULL, got "
+            f"{len(refused)} refused: {refused[:3]}")
+        for sock in socks:
+            # A reset, not a FIN: at EOF the broker would answer the unfinished line.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        socks = []
+        await_stats(probe, lambda s: s["clients"] == 1, deadline)
+        reply = probe.request(job_line(1))
+        assert reply == "ID 1", f"[{impl}] once those connections closed: expected ID 1, got {reply!r}"
+        assert parse_stats(probe.request("STATS"))["waiting"] == 1, "no unfinished line became a job"
+        print(f"\nunfinished lines [{impl}]: {HOLDERS} x {BIG_JOB} bytes, --max-memory "
+              f"{LINE_BUDGET}: {fits} held, {len(refused)} got ERR MEMORY_FULL; {stats}; VmRSS "
+              f"{before} -> {after} kB (+{after - before} kB)")
+    finally:
+        for sock in socks:
+            sock.close()
+        for thing in (probe, broker):
+            if thing is not None:
+                thing.close()
+
+
+# -- --auth-timeout ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_connection_that_never_authenticates_is_closed(impl, tmp_path):
+    deadline = time.monotonic() + DEADLINE
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    broker = good = silent = None
+    try:
+        broker = Broker(impl, "--token-file", token_file, "--auth-timeout", "0.5")
+        good = LineConnection(broker.client_port)
+        assert good.request(f"AUTH {TOKEN}") == "OK"
+        silent = socket.create_connection(("127.0.0.1", broker.client_port), timeout=10)
+        data = read_until_closed(silent, deadline).decode(errors="replace")
+        lines = data.splitlines()
+        assert len(lines) == 1, f"[{impl}] expected one ERR AUTH_TIMEOUT line then the close, got {data!r}"
+        expect_err(lines[0], "AUTH_TIMEOUT")
+        reply = good.request("JOB authenticated before the timeout")
+        assert reply == "ID 1", f"[{impl}] the authenticated connection: expected ID 1, got {reply!r}"
+    finally:
+        for thing in (good, silent, broker):
             if thing is not None:
                 thing.close()
