@@ -28,6 +28,7 @@ import heapq
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
+from .grammar import WAIT_SECONDS_BYTES
 from .messages import RequestError, chunk_is_plain, err, line_is_plain, parse_job_id, parse_request
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
@@ -379,12 +380,10 @@ class BrokerCore:
 
 
 def _fetch_wait(arg):
-    """Seconds of FETCH <seconds>: a decimal number from 0 to MAX_FETCH_WAIT."""
-    try:
-        seconds = float(arg)
-    except ValueError:
-        seconds = -1.0
-    if not (0 <= seconds <= MAX_FETCH_WAIT) or not arg[:1].isdigit():
-        raise RequestError("BAD_ARGUMENT",
-                           f"FETCH takes nothing or seconds to wait, 0 to {MAX_FETCH_WAIT:g}")
-    return seconds
+    """Seconds of FETCH <seconds> (bytes): the grammar's wait_seconds, a decimal
+    number from 0 to MAX_FETCH_WAIT. Returns a float; raises RequestError
+    BAD_ARGUMENT. float() alone would also take 0_1, 1e1, inf and nan."""
+    if WAIT_SECONDS_BYTES.fullmatch(arg) is None or float(arg) > MAX_FETCH_WAIT:
+        raise RequestError("BAD_ARGUMENT", "FETCH takes nothing or seconds to wait, a decimal "
+                                           f"number from 0 to {MAX_FETCH_WAIT:g}")
+    return float(arg)
