@@ -30,8 +30,9 @@ def number(grammar, rule, text, what):
     naming ``what`` (the option)."""
     regex = grammar.get(rule)
     if regex is not None and not regex.fullmatch(text):
-        raise GrammarError(f"{what}: {text!r} is not a {rule.replace('_', ' ')} as the spec "
-                           f"writes it ({regex.pattern})")
+        raise GrammarError(f"{what}: {text!r} does not match the spec's grammar rule "
+                           f"{rule} ({regex.pattern}: ASCII digits, no sign, exponent or "
+                           "underscore)")
     try:
         return float(text) if rule == "seconds" else int(text, 10)
     except ValueError:

@@ -38,11 +38,11 @@ __all__ = [
 RULES = {
     # On the wire.
     "job_id": r"[0-9]{1,18}",
-    "wait_seconds": r"[0-9]+(?:\.[0-9]+)?",
+    "wait_seconds": r"[0-9]+(\.[0-9]+)?",
     # On command lines.
     "port": r"[0-9]{1,5}",
     "whole_number": r"[0-9]{1,18}",
-    "seconds": r"[0-9]+(?:\.[0-9]+)?",
+    "seconds": r"[0-9]+(\.[0-9]+)?",
     # In text.
     "word_separator": r"[\t ]+",
     "forbidden_char": r"[\x00-\x08\x0a-\x1f\x7f-\x9f]",
@@ -98,11 +98,11 @@ def parse_whole(text, low=0, high=None, what="a whole number"):
     value = int(text)
     if value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
-        raise NumberError(f"{what} out of range: {text} (must be {bounds})")
+        raise NumberError(f"out of range: {text} (must be {bounds})")
     return value
 
 
-def parse_seconds(text, low=0.0, high=None, positive=False, what="seconds"):
+def parse_seconds(text, low=0.0, high=None, positive=False, what="a number of seconds"):
     """A delay, an interval, a timeout (rule ``seconds``): ASCII digits with an
     optional point and digits, from ``low`` to ``high`` (None: no upper bound);
     ``positive``: 0 is refused. Returns a float; raises NumberError.
@@ -112,14 +112,14 @@ def parse_seconds(text, low=0.0, high=None, positive=False, what="seconds"):
     float (hundreds of digits) is refused as out of range.
     """
     if not SECONDS.fullmatch(text):
-        raise NumberError(f"not a number of {what}: {_shown(text)} (a decimal number such "
-                          "as 5 or 0.25: ASCII digits, no sign, exponent or underscore)")
+        raise NumberError(f"not {what}: {_shown(text)} (a decimal number such as 5 or "
+                          "0.25: ASCII digits, no sign, exponent or underscore)")
     value = float(text)
     if value < low or (positive and value == 0) or value == float("inf") \
             or (high is not None and value > high):
         bounds = ("greater than 0" if positive else f"{low:g} or more") + \
             (f" and at most {high:g}" if high is not None else "")
-        raise NumberError(f"{what} out of range: {text} (must be {bounds})")
+        raise NumberError(f"out of range: {text} (must be {bounds})")
     return value
 
 

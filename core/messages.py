@@ -7,7 +7,7 @@ whole read's replies and send them at once.
 
 import re
 
-from .grammar import FORBIDDEN_IN_UTF8, JOB_ID, JOB_ID_BYTES, MAX_ID_DIGITS
+from .grammar import FORBIDDEN_IN_UTF8, JOB_ID, JOB_ID_BYTES, MAX_ID_DIGITS  # noqa: F401 (was defined here)
 
 __all__ = [
     "Request", "chunk_is_plain", "line_is_plain", "parse_request", "RequestError", "parse_job_id",
