@@ -28,8 +28,8 @@ from decimal import Decimal
 
 __all__ = [
     "RULES", "NumberError",
-    "JOB_ID", "JOB_ID_BYTES", "WAIT_SECONDS_BYTES", "PORT", "WHOLE_NUMBER", "SECONDS",
-    "WORD_SEPARATOR", "FORBIDDEN_CHAR", "FORBIDDEN_IN_UTF8",
+    "JOB_ID", "WAIT_SECONDS_BYTES", "PORT", "WHOLE_NUMBER", "SECONDS",
+    "WORD_SEPARATOR", "FORBIDDEN_CHAR", "FORBIDDEN_BYTE",
     "parse_port", "parse_whole", "parse_seconds", "format_seconds", "split_words",
     "MAX_ID_DIGITS",
 ]
@@ -51,18 +51,16 @@ RULES = {
 MAX_ID_DIGITS = 18   # job_id: below 10**18, so an id fits a signed 64-bit integer
 
 JOB_ID = re.compile(RULES["job_id"], re.ASCII)
-JOB_ID_BYTES = re.compile(RULES["job_id"].encode())
 WAIT_SECONDS_BYTES = re.compile(RULES["wait_seconds"].encode())
 PORT = re.compile(RULES["port"], re.ASCII)
 WHOLE_NUMBER = re.compile(RULES["whole_number"], re.ASCII)
 SECONDS = re.compile(RULES["seconds"], re.ASCII)
 WORD_SEPARATOR = re.compile(RULES["word_separator"], re.ASCII)
 FORBIDDEN_CHAR = re.compile(RULES["forbidden_char"], re.ASCII)
-# forbidden_char over the UTF-8 bytes of a line, in one regex pass: C0 (but
-# TAB) and DEL are single bytes; U+0080-U+009F are C2 80 .. C2 9F. A C2 byte
-# in valid UTF-8 is always a lead byte, so this finds exactly the forbidden
-# characters of a valid line (tests/test_grammar.py checks every code point).
-FORBIDDEN_IN_UTF8 = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]")
+# The forbidden characters that are one byte in UTF-8 (C0 but TAB, DEL): found
+# also in a line that is not valid UTF-8. The C1 controls are two bytes (C2 80
+# .. C2 9F); a parser finds them with FORBIDDEN_CHAR in the decoded text.
+FORBIDDEN_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class NumberError(ValueError):

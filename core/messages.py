@@ -7,17 +7,15 @@ whole read's replies and send them at once.
 
 import re
 
-from .grammar import FORBIDDEN_IN_UTF8, JOB_ID, JOB_ID_BYTES, MAX_ID_DIGITS  # noqa: F401 (was defined here)
+# forbidden_char: a bare CR, a NUL, an escape sequence or a CSI (U+009B) is
+# rejected rather than stored in a job and replayed to a terminal.
+from .grammar import FORBIDDEN_BYTE, FORBIDDEN_CHAR, JOB_ID, MAX_ID_DIGITS
 
 __all__ = [
     "Request", "chunk_is_plain", "line_is_plain", "parse_request", "RequestError", "parse_job_id",
     "Reply", "parse_reply", "err",
 ]
 
-# The grammar's forbidden_char (C0 controls but TAB, DEL, C1 controls) in a
-# line's UTF-8: a bare CR, a NUL, an escape sequence or a CSI (U+009B) is
-# rejected rather than stored in a job and replayed to a terminal.
-_CONTROL = FORBIDDEN_IN_UTF8
 # What may not appear in a read whose lines all pass unchecked: controls other
 # than TAB, LF and CR (a CR must be part of a CRLF, checked apart).
 _UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f])
@@ -86,12 +84,16 @@ def parse_request(line, checked=False):
     spaces (U+00A0, U+3000, ...) are never cut at, bytes methods being ASCII.
     """
     if not checked:
-        if _CONTROL.search(line):
-            raise RequestError("BAD_CHAR", "line contains a control character")
+        # Decoded first: one pass of a single character class over the text is
+        # faster than a bytes pattern that must also find C1's two-byte form.
         try:
-            line.decode()
+            text = line.decode()
         except UnicodeDecodeError:
+            if FORBIDDEN_BYTE.search(line):     # a control byte wins, as before
+                raise RequestError("BAD_CHAR", "line contains a control character") from None
             raise RequestError("BAD_ENCODING", "line is not valid UTF-8") from None
+        if FORBIDDEN_CHAR.search(text):
+            raise RequestError("BAD_CHAR", "line contains a control character")
     parts = line.split(None, 1)
     if not parts:
         raise RequestError("EMPTY_LINE", "empty line")
@@ -102,7 +104,9 @@ def parse_job_id(arg):
     """Job id argument of STATUS / DONE (bytes): the grammar's job_id, ASCII
     digits, 1 to MAX_ID_DIGITS of them. Returns an int; raises RequestError
     BAD_ID."""
-    if JOB_ID_BYTES.fullmatch(arg) is None:
+    # bytes.isdigit() is ASCII-only, so this is exactly job_id ([0-9]{1,18}),
+    # at a third of a regex match's cost (STATUS and DONE are hot paths).
+    if not (arg.isdigit() and len(arg) <= MAX_ID_DIGITS):
         shown = arg.decode(errors="replace")[:40]
         raise RequestError("BAD_ID", f"job id must be a number, got {shown!r}"
                            if arg else "job id missing")

@@ -121,11 +121,13 @@ def fetch_reply(text):
 def test_seconds_python_reads_but_the_grammar_refuses_are_refused_by_every_parser(text):
     assume(python_float(text) is not None and not grammar.SECONDS.fullmatch(text))
     assert not SPEC_RULES["wait_seconds"].fullmatch(text), "the spec's rule disagrees with core"
-    # On the wire the argument is trimmed of SP and HTAB first (spec: framing), and
-    # a line with a forbidden character is refused as a whole.
-    argument = text.strip(" \t")
+    # On the wire the argument is trimmed of SP and HTAB first (spec: framing), a
+    # CR before the LF ends the line, and a line with a forbidden character is
+    # refused as a whole.
+    argument = text.removesuffix("\r").strip(" \t")
     if "\n" not in text and not grammar.SECONDS.fullmatch(argument):
-        code = b"BAD_CHAR" if grammar.FORBIDDEN_CHAR.search(text) else b"BAD_ARGUMENT"
+        code = b"BAD_CHAR" if grammar.FORBIDDEN_CHAR.search(text.removesuffix("\r")) \
+            else b"BAD_ARGUMENT"
         reply = fetch_reply(text)
         assert reply.startswith(b"ERR " + code + b" "), \
             f"expected ERR {code.decode()} for FETCH {text!r} (float() reads it as " \
@@ -245,12 +247,25 @@ def test_python_whitespace_that_is_not_sp_or_htab_does_not_split(separator):
 
 # -- characters: forbidden ones, found in UTF-8 as in text ----------------------------------
 
-def test_forbidden_in_utf8_agrees_with_the_rule_for_every_code_point():
+def _refused_as_bad_char(line):
+    try:
+        parse_request(line)
+    except RequestError as error:
+        return error.code == "BAD_CHAR"
+    return False
+
+
+def test_the_broker_refuses_exactly_the_forbidden_characters_for_every_code_point():
     rule = SPEC_RULES["forbidden_char"]
     wrong = [hex(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF
-             and bool(grammar.FORBIDDEN_IN_UTF8.search(chr(code).encode()))
+             and _refused_as_bad_char(b"JOB a" + chr(code).encode() + b"b")
              != bool(rule.fullmatch(chr(code)))]
-    assert not wrong, f"the bytes pattern and the spec's rule disagree on {wrong[:20]}"
+    assert not wrong, f"parse_request and the spec's forbidden_char disagree on {wrong[:20]}"
+
+
+@pytest.mark.parametrize("line", [b"JOB \xff\x1b[31m", b"JOB \xc3(\x00"])
+def test_a_control_byte_in_invalid_utf8_is_bad_char(line):
+    assert _refused_as_bad_char(line), f"expected BAD_CHAR for {line!r}"
 
 
 def test_the_forbidden_characters_are_c0_but_tab_del_and_c1():
