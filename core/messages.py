@@ -7,8 +7,6 @@ whole read's replies and send them at once.
 
 import re
 
-# forbidden_char: a bare CR, a NUL, an escape sequence or a CSI (U+009B) is
-# rejected rather than stored in a job and replayed to a terminal.
 from .grammar import FORBIDDEN_BYTE, FORBIDDEN_CHAR, JOB_ID, MAX_ID_DIGITS
 
 __all__ = [
@@ -84,7 +82,9 @@ def parse_request(line, checked=False):
     spaces (U+00A0, U+3000, ...) are never cut at, bytes methods being ASCII.
     """
     if not checked:
-        # Decoded first: one pass of a single character class over the text is
+        # The grammar's forbidden_char: a bare CR, a NUL, an escape sequence or
+        # a CSI (U+009B) is refused rather than stored in a job and replayed to
+        # a terminal. Decoded first: one pass of a single character class over the text is
         # faster than a bytes pattern that must also find C1's two-byte form.
         try:
             text = line.decode()

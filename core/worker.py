@@ -306,7 +306,8 @@ class WorkerSlot:
             return [Log("fetching job"), Send(b"FETCH\n")]
         self._deadline = now + self.long_poll + LONG_POLL_GRACE
         # wait_seconds has no exponent: %g would write 1e-05.
-        return [Log("fetching job"), Send(b"FETCH %s\n" % format_seconds(self.long_poll).encode())]
+        wait = format_seconds(self.long_poll).encode()
+        return [Log("fetching job"), Send(b"FETCH %s\n" % wait)]
 
     def _idle(self, now):
         self._enter(S.IDLE_WAIT)

@@ -109,10 +109,9 @@ def worker_parser(prog, flavour):
     parser.add_argument("--long-poll", type=number_type(parse_seconds, high=MAX_FETCH_WAIT),
                         default=DEFAULT_LONG_POLL, metavar="S",
                         help="ask with FETCH <S>: the broker holds the request until a job "
-                             f"arrives (up to S seconds, at most {MAX_FETCH_WAIT:g}), so jobs start "
-                             "at once; 0 polls with plain "
-                             "FETCH. A broker that refuses it is polled every --fetch-interval "
-                             "(default %(default)s)")
+                             f"arrives (up to S seconds, at most {MAX_FETCH_WAIT:g}), so jobs "
+                             "start at once; 0 polls with plain FETCH. A broker that refuses it "
+                             "is polled every --fetch-interval (default %(default)s)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="send AUTH <token> first, the token being the first line of PATH "
                              "(for a broker started with --token-file)")

@@ -136,7 +136,7 @@ def test_seconds_python_reads_but_the_grammar_refuses_are_refused_by_every_parse
                         ("core.options.positive_float", positive_float),
                         ("tools.client --delay", lambda t: client._take_float("--delay", t)),
                         ("conformance --word-delay",
-                         lambda t: suite_grammar.number(SUITE_RULES, "seconds", t, "--word-delay"))]:
+                         lambda t: suite_grammar.number(SUITE_RULES, "seconds", t, "--wd"))]:
         assert refused_by_python_too(parse, text), f"expected {name} to refuse {text!r}"
 
 

@@ -11,7 +11,8 @@ import socket
 import sys
 import time
 
-from core.grammar import JOB_ID, NumberError, parse_port as _grammar_port, parse_seconds, parse_whole
+from core.grammar import JOB_ID, NumberError, parse_seconds, parse_whole
+from core.grammar import parse_port as _grammar_port
 from core.messages import parse_reply
 from tools.words import random_job_text
 

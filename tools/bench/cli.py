@@ -48,7 +48,8 @@ def parse_args(argv):
     parser.add_argument("--brokers", default=",".join(ALL_BROKERS),
                         help=f"comma-separated subset of {','.join(ALL_BROKERS)} (default: all)")
     parser.add_argument("--duration", type=number_type(parse_seconds, positive=True, high=60),
-                        help="seconds of each time-bounded run, at most 60 (default 3, --quick 0.3)")
+                        help="seconds of each time-bounded run, at most 60 "
+                             "(default 3, --quick 0.3)")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
                         help="the report to write (default: BENCHMARKS.md in the checkout)")
     parser.add_argument("--plots-dir", default=str(ROOT / "benchmarks"),
