@@ -423,3 +423,16 @@ def test_programs_refuse_lenient_numbers_with_a_usage_error(module, argv, bad):
     assert len(lines) == 1 and "Traceback" not in result.stderr and repr(bad) in lines[0], \
         f"expected one line naming {bad!r}, got {result.stderr!r}"
     assert result.stdout == "", f"expected nothing on stdout, got {result.stdout!r}"
+
+
+def test_client_reads_the_token_file_as_the_broker_does(tmp_path, monkeypatch):
+    """First line, ASCII whitespace stripped (bytes.strip(), as impl_select.broker_main
+    reads it): a no-break space at its end is part of the token."""
+    monkeypatch.setattr(client.Connection, "default_token", None)
+    token = tmp_path / "token"
+    token.write_bytes("secret\u00a0\r\n".encode())
+    with pytest.raises(client.UsageError):          # stops at the bad id, before connecting
+        client.run(["--token-file", str(token), "127.0.0.1:1", "STATUS", "x"])
+    assert client.Connection.default_token == "secret\u00a0"
+    token.write_bytes(b"\xff\xfe\n")
+    assert client.main(["--token-file", str(token), "127.0.0.1:1", "STATUS", "1"]) == 2

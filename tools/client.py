@@ -472,10 +472,15 @@ def run(argv, stdin=None, out=None):
                 value = argv[i + 1]
                 i += 1
             try:
-                with open(value, encoding="utf-8") as token_file:
-                    Connection.default_token = token_file.readline().strip()
+                # As the broker and the worker read it: the first line, bytes
+                # stripped of ASCII whitespace only (str.strip() would also
+                # take U+00A0, U+2028... off a token the broker keeps).
+                with open(value, "rb") as token_file:
+                    Connection.default_token = token_file.readline().strip().decode()
             except OSError as exc:
                 raise UsageError(f"cannot read --token-file {value}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"--token-file {value}: the token is not UTF-8") from None
         elif name == "--timeout":
             if not eq:
                 if i + 1 >= len(argv):
