@@ -436,3 +436,19 @@ def test_client_reads_the_token_file_as_the_broker_does(tmp_path, monkeypatch):
     assert client.Connection.default_token == "secret\u00a0"
     token.write_bytes(b"\xff\xfe\n")
     assert client.main(["--token-file", str(token), "127.0.0.1:1", "STATUS", "1"]) == 2
+
+
+@pytest.mark.parametrize("argv, bad", [
+    (["--word-delay", "1e-3"], "1e-3"),
+    (["--fetch-interval", "0_05"], "0_05"),
+    (["--broker-addr", "127.0.0.1:5_0000:50001"], "127.0.0.1:5_0000:50001"),
+    (["--target", "x=@127.0.0.1:50000:\u0665"], "127.0.0.1:50000:\u0665"),
+])
+def test_the_suite_reads_its_own_numbers_by_the_spec_grammar(argv, bad):
+    """Exit status 4 is the suite's (pytest's) for bad options, as its --help says."""
+    result = subprocess.run([sys.executable, "-m", "conformance", "--list", *argv], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 4, f"expected exit 4 for {argv}, got {result.returncode}: {output}"
+    assert "Traceback" not in output and repr(bad) in output and len(output.splitlines()) == 1, \
+        f"expected one line naming {bad!r}, got {output!r}"
