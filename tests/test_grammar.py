@@ -443,6 +443,8 @@ def test_client_reads_the_token_file_as_the_broker_does(tmp_path, monkeypatch):
     (["--fetch-interval", "0_05"], "0_05"),
     (["--broker-addr", "127.0.0.1:5_0000:50001"], "127.0.0.1:5_0000:50001"),
     (["--target", "x=@127.0.0.1:50000:\u0665"], "127.0.0.1:50000:\u0665"),
+    (["-n", "\u0662"], "\u0662"),
+    (["--numprocesses=1_0"], "1_0"),
 ])
 def test_the_suite_reads_its_own_numbers_by_the_spec_grammar(argv, bad):
     """Exit status 4 is the suite's (pytest's) for bad options, as its --help says."""
