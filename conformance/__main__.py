@@ -94,12 +94,42 @@ def usage():
         .replace("{{", "{").replace("}}", "}")
 
 
+def _process_count_error(options):
+    """pytest-xdist reads ``-n N`` with ``int()``, which takes ``\u0662`` and
+    ``1_0``; the suite holds it to the spec's whole_number rule (or auto,
+    logical). Returns a one-line error, or None."""
+    from .grammar import rules
+    from .specfile import load_spec
+    for index, option in enumerate(options):
+        if option in ("-n", "--numprocesses") and index + 1 < len(options):
+            value = options[index + 1]
+        elif option.startswith("--numprocesses="):
+            value = option.split("=", 1)[1]
+        elif option.startswith("-n") and len(option) > 2 and not option.startswith("--"):
+            value = option[2:]
+        else:
+            continue
+        if value in ("auto", "logical"):
+            continue
+        # The checkout's spec: the suite's own options are not the tested protocol's.
+        spec = load_spec(Path(__file__).resolve().parent.parent / "spec" / "protocol.yaml")
+        regex = rules(spec).get("whole_number")
+        if regex is not None and not regex.fullmatch(value):
+            return (f"ERROR: -n: {value!r} does not match the spec's grammar rule whole_number "
+                    f"({regex.pattern}), nor auto or logical")
+    return None
+
+
 def main(argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
     options = args[:args.index("--")] if "--" in args else args
     if "-h" in options or "--help" in options:
         sys.stdout.write(usage())
         return 0
+    problem = _process_count_error(options)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 4            # pytest's status for bad options, as the usage says
     if "--pytest-help" in options:
         args = ["--help" if arg == "--pytest-help" else arg for arg in args]
     suite = Path(__file__).resolve().parent

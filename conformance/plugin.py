@@ -30,6 +30,7 @@ import pytest
 
 from .netns import describe, enter_private_netns
 from .capture import probe_capture
+from .grammar import GrammarError, number, rules as grammar_rules
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import default_spec, from_checkout, load_spec
 from .targets import TargetError
@@ -102,10 +103,11 @@ def pytest_addoption(parser):
     group.addoption("--broker-addr", metavar="HOST:CLIENT_PORT:WORKER_PORT",
                     help="test an already running broker instead of starting one per "
                          "exchange; exchanges that need a fresh broker are skipped")
-    group.addoption("--word-delay", type=float, default=0.02, metavar="S",
+    # Read by the spec's grammar in pytest_configure (rule seconds), not by float().
+    group.addoption("--word-delay", default="0.02", metavar="S",
                     help="the worker's word delay: {word_delay} in the worker template; "
                          "timing checks compare against it (default 0.02)")
-    group.addoption("--fetch-interval", type=float, default=0.05, metavar="S",
+    group.addoption("--fetch-interval", default="0.05", metavar="S",
                     help="the worker's fetch interval: {fetch_interval} in the worker "
                          "template; timing checks compare against it (default 0.05)")
     group.addoption("--mcast-capture", choices=["auto", "off"], default="auto",
@@ -151,13 +153,19 @@ def pytest_configure(config):
         config.args.append(str(SUITE_DIR))  # collected once, also when a parent is named
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    spec_path = Path(config.getoption("spec")).resolve()
+    grammar = _grammar(spec_path)
     try:
         targets = resolve_targets(
             config.getoption("impl"), config.getoption("broker_cmd"),
             config.getoption("worker_cmd"), config.getoption("broker_addr"),
             config.getoption("target"),
-            {name: IMPLEMENTATIONS["impl_" + name] for name in ("select", "threads")})
-    except TargetOptionError as error:
+            {name: IMPLEMENTATIONS["impl_" + name] for name in ("select", "threads")},
+            port=lambda text: _port(grammar, text))
+        word_delay, fetch_interval = (
+            number(grammar, "seconds", str(config.getoption(name)), "--" + name.replace("_", "-"))
+            for name in ("word_delay", "fetch_interval"))
+    except (TargetOptionError, GrammarError) as error:
         raise pytest.UsageError(str(error)) from None
     for target in targets:
         _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
@@ -170,7 +178,6 @@ def pytest_configure(config):
     else:
         network = describe(enter_private_netns())
     capture = probe_capture(config.getoption("mcast_capture"))  # inside the namespace
-    spec_path = Path(config.getoption("spec")).resolve()
     config.stash[SPEC_PATH] = spec_path
     multicast_group = _multicast_group(spec_path)
     config.stash[TARGETS] = {
@@ -180,8 +187,7 @@ def pytest_configure(config):
                               python=sys.executable,
                               multicast_group=multicast_group,
                               broker_addr=target.broker_addr, network=network,
-                              word_delay=config.getoption("word_delay"),
-                              fetch_interval=config.getoption("fetch_interval"),
+                              word_delay=word_delay, fetch_interval=fetch_interval,
                               capture=capture, multicast_ttl=_multicast_ttl(spec_path),
                               broker_options=_broker_options(spec_path))
         for target in targets}
@@ -196,6 +202,20 @@ def _checked(option, template, placeholders):
             f"{option} {template!r}: {error!r}; the placeholders are "
             + " ".join("{%s}" % name for name in placeholders)) from None
     return template
+
+
+def _grammar(spec_path):
+    try:
+        return grammar_rules(load_spec(spec_path))
+    except Exception:  # as _multicast_group
+        return {}
+
+
+def _port(grammar, text):
+    value = number(grammar, "port", text, "port")
+    if not 0 < value <= 65535:
+        raise GrammarError(f"port {text} is out of range 1-65535")
+    return value
 
 
 def _multicast_group(spec_path):

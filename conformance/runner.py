@@ -9,6 +9,7 @@ import tempfile
 import time
 
 from .capture import MulticastChecks
+from .grammar import decimal_text
 from .fake_broker import WorkerRoleSteps
 from .patterns import SpecError, expand_references, match_line, substitute
 from .targets import Target, TargetError, free_tcp_port, udp_ports_of_process_tree
@@ -148,8 +149,11 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         return ([self.broker] if self.broker else []) + list(self.workers.values())
 
     def _fill(self, what, template, **ports):
-        values = dict(python=self.settings.python, word_delay=self.settings.word_delay,
-                      fetch_interval=self.settings.fetch_interval, **ports)
+        # Decimal text for the delays, as the grammar's seconds rule reads them
+        # (str(0.00001) would be 1e-05, which a workq worker refuses).
+        values = dict(python=self.settings.python,
+                      word_delay=decimal_text(self.settings.word_delay),
+                      fetch_interval=decimal_text(self.settings.fetch_interval), **ports)
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError) as error:

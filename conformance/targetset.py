@@ -49,12 +49,14 @@ def parse_impl_list(text):
     return list(dict.fromkeys(names))
 
 
-def parse_broker_addr(text, option="--broker-addr"):
+def parse_broker_addr(text, option="--broker-addr", port=int):
+    """``HOST:CLIENT_PORT:WORKER_PORT`` -> (host, int, int). ``port`` reads one
+    port or raises ValueError (the plugin passes the spec's grammar rule)."""
     try:
         host, client_port, worker_port = text.rsplit(":", 2)
         if not host:
             raise ValueError
-        return host, int(client_port), int(worker_port)
+        return host, port(client_port), port(worker_port)
     except ValueError:
         raise TargetOptionError(
             f"{option} wants HOST:CLIENT_PORT:WORKER_PORT, not {text!r}") from None
@@ -74,8 +76,8 @@ def split_templates(text):
     return text.strip(), None
 
 
-def parse_target(text, default_broker, default_worker):
-    """``NAME=BROKER[;WORKER]`` -> TargetSpec."""
+def parse_target(text, default_broker, default_worker, port=int):
+    """``NAME=BROKER[;WORKER]`` -> TargetSpec (``port`` as in parse_broker_addr)."""
     name, equals, templates = text.partition("=")
     name = name.strip()
     if not equals or not NAME.match(name):
@@ -86,7 +88,7 @@ def parse_target(text, default_broker, default_worker):
     broker, worker = split_templates(templates)
     broker_addr = None
     if broker.startswith("@"):
-        broker_addr = parse_broker_addr(broker[1:], origin)
+        broker_addr = parse_broker_addr(broker[1:], origin, port)
         broker = ""
     if not broker and not worker and broker_addr is None:
         raise TargetOptionError(f"{origin}: neither a broker nor a worker template given")
@@ -95,16 +97,17 @@ def parse_target(text, default_broker, default_worker):
 
 
 def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
-                    implementations):
+                    implementations, port=int):
     """All targets of a run, in order; ``implementations`` maps ``select`` and
-    ``threads`` to their (broker, worker) templates."""
+    ``threads`` to their (broker, worker) templates; ``port`` reads a port of
+    a broker address (as in parse_broker_addr)."""
     target_texts = list(target_texts or [])
     default_broker, default_worker = implementations["select"]
     targets = []
     custom = bool(broker_cmd or worker_cmd or broker_addr)
     if impl is not None or custom or not target_texts:
         impls = parse_impl_list(impl) if impl is not None else ["select"]
-        addr = parse_broker_addr(broker_addr) if broker_addr else None
+        addr = parse_broker_addr(broker_addr, port=port) if broker_addr else None
         for name in impls:
             impl_broker, impl_worker = implementations[name]
             if custom:
@@ -118,7 +121,7 @@ def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
             targets.append(TargetSpec(label, broker_cmd or impl_broker,
                                       worker_cmd or impl_worker, addr, origin))
     for text in target_texts:
-        targets.append(parse_target(text, default_broker, default_worker))
+        targets.append(parse_target(text, default_broker, default_worker, port))
     seen = set()
     for target in targets:
         if target.name in seen:

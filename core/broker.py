@@ -41,6 +41,7 @@ import os
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
+from .grammar import WAIT_SECONDS_BYTES
 from .messages import (MAX_JOB_TEXT, MAX_WORD, RequestError, chunk_is_plain, err,
                        has_overlong_word, line_is_plain, parse_job_id, parse_request)
 
@@ -607,12 +608,14 @@ def _shed_rank(conn):
 
 
 def _fetch_wait(arg):
-    """Seconds of FETCH <seconds>: a decimal number from 0 to MAX_FETCH_WAIT."""
-    try:
+    """Seconds of FETCH <seconds> (bytes): the grammar's wait_seconds, a decimal
+    number from 0 to MAX_FETCH_WAIT. Returns a float; raises RequestError
+    BAD_ARGUMENT. float() alone would also take 0_1, 1e1, inf and nan."""
+    # Whole seconds ("FETCH 10", what workers send) skip the regex: bytes.isdigit()
+    # is ASCII-only, so those are wait_seconds too.
+    if arg.isdigit() or WAIT_SECONDS_BYTES.fullmatch(arg) is not None:
         seconds = float(arg)
-    except ValueError:
-        seconds = -1.0
-    if not (0 <= seconds <= MAX_FETCH_WAIT) or not arg[:1].isdigit():
-        raise RequestError("BAD_ARGUMENT",
-                           f"FETCH takes nothing or seconds to wait, 0 to {MAX_FETCH_WAIT:g}")
-    return seconds
+        if seconds <= MAX_FETCH_WAIT:
+            return seconds
+    raise RequestError("BAD_ARGUMENT", "FETCH takes nothing or seconds to wait, a decimal "
+                                       f"number from 0 to {MAX_FETCH_WAIT:g}")

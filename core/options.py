@@ -1,4 +1,9 @@
-"""Command lines of the broker, shared by every implementation (DESIGN.md contract)."""
+"""Command lines of the broker, shared by every implementation (DESIGN.md contract).
+
+Every number on a command line is read by the grammar (``core.grammar``):
+``5_0000``, `` 50000``, ``1e3``, ``nan`` and non-ASCII digits are usage
+errors, one line, exit status 2.
+"""
 
 import argparse
 
@@ -7,31 +12,43 @@ from .broker import (
     JOB_SHARE, default_max_memory,
 )
 from .framing import DEFAULT_MAX_LINE
+from .grammar import NumberError, parse_port, parse_seconds, parse_whole
 
 DEFAULT_CLIENT_PORT = 50000
 DEFAULT_WORKER_PORT = 50001
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse with the project's usage errors: one line on stderr naming the
+    program and the problem, exit status 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def number_type(parse, *args, **kwargs):
+    """An argparse ``type`` from a ``core.grammar`` parser: its NumberError
+    becomes argparse's one-line error; the function keeps a readable name."""
+    def convert(text):
+        try:
+            return parse(text, *args, **kwargs)
+        except NumberError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
 def port_number(text, lowest=0):
-    """A port argument; a listener may take 0 ("any free port"), a sender may not."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not lowest <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range {lowest}-65535: {port}")
-    return port
+    """A port argument (grammar rule ``port``); a listener may take 0 ("any free
+    port"), a sender may not. Raises argparse.ArgumentTypeError."""
+    return number_type(parse_port, lowest)(text)
 
 
 def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+    """A count or byte limit of 1 or more (grammar rule ``whole_number``).
+    Raises argparse.ArgumentTypeError."""
+    return number_type(parse_whole, 1)(text)
 
 
 def max_line_bytes(text):
@@ -46,7 +63,7 @@ def max_line_bytes(text):
 
 
 def broker_parser(prog, flavour):
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog=prog,
         description=f"workq broker ({flavour}): queues text jobs from clients and hands "
                     "them to workers. Clients speak JOB/STATUS on the client port, "
@@ -99,13 +116,9 @@ def broker_parser(prog, flavour):
 
 
 def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
+    """Seconds greater than 0 (grammar rule ``seconds``). Raises
+    argparse.ArgumentTypeError."""
+    return number_type(parse_seconds, positive=True)(text)
 
 
 def startup_line(flavour, args):

@@ -70,6 +70,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
+from .grammar import format_seconds, split_words
 from .messages import parse_reply
 
 __all__ = [
@@ -341,7 +342,9 @@ class WorkerSlot:
             return [Log("fetching job"), Send(b"FETCH\n")]
         self._deadline = now + self.long_poll + LONG_POLL_GRACE
         self._fetch_sent = now
-        return [Log("fetching job"), Send(b"FETCH %g\n" % self.long_poll)]
+        # wait_seconds has no exponent: %g would write 1e-05.
+        wait = format_seconds(self.long_poll).encode()
+        return [Log("fetching job"), Send(b"FETCH %s\n" % wait)]
 
     def _idle(self, now):
         self._enter(S.IDLE_WAIT)
@@ -350,7 +353,9 @@ class WorkerSlot:
     def _start_job(self, job_id, text, now):
         self._enter(S.STREAMING)
         self.job_id = job_id
-        self._words = deque(text.split())
+        # Runs of SP and HTAB only (the grammar's word_separator): str.split()
+        # would also cut at U+00A0, U+0085, U+2028, U+3000 and more.
+        self._words = deque(split_words(text))
         return [Log(f"starting job {job_id}"), *self._emit_next(now)]
 
     def _emit_next(self, now):

@@ -10,9 +10,10 @@ in ``core.options``.
 
 import argparse
 import ipaddress
-import math
 
-from .options import DEFAULT_WORKER_PORT, port_number
+from .broker import MAX_FETCH_WAIT
+from .grammar import parse_seconds, parse_whole
+from .options import DEFAULT_WORKER_PORT, UsageParser, number_type, port_number
 
 __all__ = [
     "DEFAULT_BROKER", "DEFAULT_OUTPUT_PORT", "DEFAULT_SYSLOG_PORT", "SYSLOG_HOST",
@@ -25,12 +26,6 @@ DEFAULT_SYSLOG_PORT = 30001
 SYSLOG_HOST = "127.0.0.1"
 MAX_CONCURRENCY = 10000
 DEFAULT_LONG_POLL = 10.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # one line, no usage block, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # --- argument types --------------------------------------------------------------
@@ -49,13 +44,8 @@ def _port(text):
 
 
 def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"seconds must be 0 or more: {text!r}")
-    return value
+    # grammar rule seconds: 0 or more, finite; float() alone would take 1e3, nan, 0_5
+    return number_type(parse_seconds)(text)
 
 
 def _ipv4(text):
@@ -73,15 +63,7 @@ def _multicast_group(text):
 
 
 def _int_range(low, high):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"out of range {low}-{high}: {value}")
-        return value
-    return parse
+    return number_type(parse_whole, low, high)
 
 
 MAX_NAME = 32   # RFC 3164 section 4.1.3: a TAG "MUST NOT exceed 32 characters"
@@ -101,7 +83,7 @@ def _name(text):
 
 def worker_parser(prog, flavour):
     """The worker's parser; errors are one line on stderr and exit status 2."""
-    parser = _Parser(
+    parser = UsageParser(
         prog=prog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -131,11 +113,13 @@ def worker_parser(prog, flavour):
                         help="seconds between consecutive words of a job (default %(default)s)")
     parser.add_argument("--fetch-interval", type=_seconds, default=0.5, metavar="S",
                         help="seconds to wait after NOJOB before asking again (default %(default)s)")
-    parser.add_argument("--long-poll", type=_seconds, default=DEFAULT_LONG_POLL, metavar="S",
+    parser.add_argument("--long-poll", type=number_type(parse_seconds, high=MAX_FETCH_WAIT),
+                        default=DEFAULT_LONG_POLL, metavar="S",
                         help="ask with FETCH <S>: the broker holds the request until a job "
-                             "arrives (up to S seconds), so jobs start at once; 0 polls with plain "
-                             "FETCH. A broker that refuses it, or answers NOJOB at once, is asked "
-                             "every --fetch-interval (default %(default)s)")
+                             f"arrives (up to S seconds, at most {MAX_FETCH_WAIT:g}), so jobs "
+                             "start at once; 0 polls with plain FETCH. A broker that refuses it, "
+                             "or answers NOJOB at once, is asked every --fetch-interval "
+                             "(default %(default)s)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="send AUTH <token> first, the token being the first line of PATH "
                              "(for a broker started with --token-file)")

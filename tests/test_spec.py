@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from core.grammar import RULES as CORE_RULES
 from tools.gen_protocol import load_spec, validation_errors
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,10 +58,36 @@ def test_every_message_names_an_existing_section_and_catalogued_errors():
     assert not problems, "\n".join(problems)
 
 
+# -- the grammar: spec and core/grammar.py say the same -------------------------------
+
+def test_core_grammar_has_exactly_the_spec_rules_with_identical_regexes():
+    spec_rules = {rule["name"]: rule["regex"] for rule in SPEC["grammar"]}
+    differ = {name: (spec_rules.get(name), CORE_RULES.get(name))
+              for name in spec_rules.keys() | CORE_RULES.keys()
+              if spec_rules.get(name) != CORE_RULES.get(name)}
+    assert not differ, ("grammar rules differ between spec/protocol.yaml and core/grammar.py "
+                        f"(name: (spec, core)): {differ}")
+
+
+def test_grammar_rule_names_are_unique_and_each_regex_compiles():
+    names = [rule["name"] for rule in SPEC["grammar"]]
+    repeated = [name for name, n in Counter(names).items() if n > 1]
+    assert not repeated, f"grammar rules named more than once: {repeated}"
+    for rule in SPEC["grammar"]:
+        re.compile(rule["regex"])
+
+
+def test_every_grammar_rule_is_named_in_a_section():
+    text = " ".join(section["text"] for section in SPEC["sections"])
+    unnamed = [rule["name"] for rule in SPEC["grammar"] if f"`{rule['name']}`" not in text]
+    assert not unnamed, f"grammar rules no section names (as `name`): {unnamed}"
+
+
 # -- coverage -------------------------------------------------------------------------
 
 def command_word(line):
-    words = line.strip(" \t\r").split(maxsplit=1)
+    # SP and HTAB only, as the spec's word_separator: "STATUS\u00a01" is one word.
+    words = re.split(r"[\t ]+", line.strip(" \t\r"), maxsplit=1)
     return words[0].upper() if words else ""
 
 

@@ -137,6 +137,22 @@ def test_words_are_utf8_and_undecodable_bytes_pass_through():
     assert words(slot.data_received(b"JOB 3 \xff\xfe\n", 0.0)) == [b"\xff\xfe\n"]
 
 
+def test_words_split_at_spaces_and_tabs_only():
+    """U+00A0, U+0085, U+2028 and U+3000 are text (spec grammar: word_separator)."""
+    slot = connected_slot(word_delay=0.0)
+    actions = slot.data_received("JOB 4 a\u00a0b\t c\u3000d e\u2028f g\u0085h\n".encode(), 0.0)
+    actions += slot.tick(0.0) + slot.tick(0.0) + slot.tick(0.0)
+    assert words(actions) == [w.encode() + b"\n" for w in
+                              ["a\u00a0b", "c\u3000d", "e\u2028f", "g\u0085h"]]
+
+
+def test_a_job_id_of_other_digits_is_a_protocol_error():
+    slot = connected_slot()
+    actions = slot.data_received("JOB \u0663 x\n".encode(), 0.0)
+    assert actions[0] == Close() and not words(actions) and not sent(actions), actions
+    assert slot.state is State.DISCONNECTED
+
+
 # --- errors from the broker ----------------------------------------------------------
 
 def test_err_to_fetch_is_logged_and_treated_as_nojob():
@@ -303,6 +319,14 @@ def test_long_poll_asks_with_seconds_and_asks_again_at_once_after_nojob():
     slot = connected_slot(long_poll=10)
     assert slot.data_received(b"NOJOB\n", 10.0) == [Log("fetching job"), Send(b"FETCH 10\n")]
     assert slot.state is State.AWAITING_JOB
+
+
+@pytest.mark.parametrize("seconds, line", [(0.5, b"FETCH 0.5\n"), (1e-05, b"FETCH 0.00001\n"),
+                                           (3600.0, b"FETCH 3600\n")])
+def test_long_poll_seconds_are_written_as_the_grammar_reads_them(seconds, line):
+    slot = connected_slot(long_poll=seconds)
+    held = max(1.0, seconds)      # the broker held the FETCH its whole time
+    assert slot.data_received(b"NOJOB\n", held) == [Log("fetching job"), Send(line)]
 
 
 def test_long_poll_refused_with_err_falls_back_to_polling():

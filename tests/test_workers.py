@@ -297,6 +297,36 @@ def test_utf8_words_are_sent_as_utf8(env):
     conn.expect("DONE 2")
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u3000", "\u2028", "\u2029", "\u1680"])
+def test_only_spaces_and_tabs_split_words(env, space):
+    """The spec's word_separator is SP/HTAB; str.split() would also cut at these."""
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send(f"JOB 4 a{space}b \tc")
+    env.mcast.expect_words([f"a{space}b", "c"])
+    conn.expect("DONE 4")
+
+
+def test_long_poll_wait_is_sent_as_a_plain_decimal(env):
+    """%g would write FETCH 1e-05, which the grammar's wait_seconds refuses."""
+    env.start(*FAST, "--long-poll", "0.00001")
+    conn = env.broker.accept()
+    conn.expect("FETCH 0.00001")
+
+
+def test_job_with_a_non_ascii_id_is_a_protocol_error_not_a_job(env):
+    """'\u0663'.isdigit() is True and int('\u0663') is 3: the worker must not stream it
+    as job 3, nor send DONE 3."""
+    env.start(*FAST)
+    conn = env.broker.accept()
+    conn.expect("FETCH")
+    conn.send("JOB \u0663 not a job")
+    lines = conn.expect_eof()
+    assert lines == [], f"expected the worker to close without a line, got {lines}"
+    env.syslog.expect(r"connection to broker \S+ lost: protocol error: unexpected line .*")
+
+
 def test_nojob_then_fetch_again(env):
     env.start(*FAST)
     conn = env.broker.accept()

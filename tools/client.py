@@ -5,13 +5,14 @@ reuse :class:`Connection`, :func:`auto_call`, :func:`parse_address`,
 :func:`submit_job` and :func:`job_status`.
 """
 
-import math
 import os
 import random
 import socket
 import sys
 import time
 
+from core.grammar import JOB_ID, NumberError, parse_seconds, parse_whole
+from core.grammar import parse_port as _grammar_port
 from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
 from tools.words import random_job_text
@@ -115,10 +116,12 @@ class UnexpectedReply(ClientError):
 
 
 def parse_port(text):
-    """Return ``text`` as a TCP port number, or raise UsageError."""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise UsageError(f"bad port {text!r}: must be a number from 1 to 65535")
-    return int(text)
+    """Return ``text`` as a TCP port number (grammar rule ``port``, 1-65535),
+    or raise UsageError."""
+    try:
+        return _grammar_port(text, lowest=1)
+    except NumberError as error:
+        raise UsageError(str(error)) from None
 
 
 def parse_address(args):
@@ -407,13 +410,12 @@ def auto_call(host, port, num_jobs=DEFAULT_NUM_JOBS, delay=DEFAULT_DELAY, *,
 # ---------------------------------------------------------------- command line
 
 def _take_float(name, value, minimum=0.0):
+    """Seconds for option ``name`` by the grammar (rule ``seconds``), at least
+    ``minimum``; raises UsageError."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} needs a number, got {value!r}") from None
-    if not (math.isfinite(number) and number >= minimum):
-        raise UsageError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-    return number
+        return parse_seconds(str(value), low=minimum, what=f"a number of seconds for {name}")
+    except NumberError as error:
+        raise UsageError(str(error)) from None
 
 
 def _parse_options(args, allowed):
@@ -447,7 +449,11 @@ def _read_stdin_job(stdin):
     if stdin.isatty():
         print("reading the job text from stdin (end with Ctrl-D)...", file=sys.stderr)
     data = stdin.read()
-    return " ".join(line.strip() for line in data.splitlines() if line.strip())
+    # Line breaks are the protocol's (LF, CRLF, a lone CR), ends trimmed of SP and
+    # HTAB: str.splitlines() and strip() would also take U+2028, U+0085, U+00A0...
+    data = data.replace("\r\n", "\n").replace("\r", "\n")
+    lines = (line.strip(" \t") for line in data.split("\n"))
+    return " ".join(line for line in lines if line)
 
 
 def run(argv, stdin=None, out=None):
@@ -472,10 +478,15 @@ def run(argv, stdin=None, out=None):
                 value = argv[i + 1]
                 i += 1
             try:
-                with open(value, encoding="utf-8") as token_file:
-                    Connection.default_token = token_file.readline().strip()
+                # As the broker and the worker read it: the first line, bytes
+                # stripped of ASCII whitespace only (str.strip() would also
+                # take U+00A0, U+2028... off a token the broker keeps).
+                with open(value, "rb") as token_file:
+                    Connection.default_token = token_file.readline().strip().decode()
             except OSError as exc:
                 raise UsageError(f"cannot read --token-file {value}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"--token-file {value}: the token is not UTF-8") from None
         elif name == "--timeout":
             if not eq:
                 if i + 1 >= len(argv):
@@ -499,7 +510,7 @@ def run(argv, stdin=None, out=None):
             text = " ".join(args).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
         else:
             text = _read_stdin_job(stdin)
-        if not text.strip():
+        if not text.strip(" \t"):      # the broker trims SP and HTAB only
             raise UsageError("job text is empty: give it as arguments or pipe it on stdin")
         job_id = submit_job(host, port, text, timeout)
         print(f"ID {job_id}", file=out, flush=True)
@@ -510,8 +521,9 @@ def run(argv, stdin=None, out=None):
             timeout = _take_float("--timeout", options["--timeout"])
         if len(args) != 1:
             raise UsageError("STATUS needs exactly one job id, e.g. STATUS 17")
-        if not args[0].isdigit():
-            raise UsageError(f"STATUS needs a job id number, got {args[0]!r}")
+        if not JOB_ID.fullmatch(args[0]):      # str.isdigit() takes '²' and '٣'
+            raise UsageError(f"STATUS needs a job id number (ASCII digits, at most 18), "
+                             f"got {args[0]!r}")
         print(job_status(host, port, int(args[0]), timeout), file=out, flush=True)
         return EXIT_OK
     if upper == "AUTOCALL":
@@ -524,10 +536,10 @@ def run(argv, stdin=None, out=None):
             raise UsageError(f"autoCall: unexpected argument {extra[0]!r} (see --help)")
         num_jobs = DEFAULT_NUM_JOBS
         if "--num-jobs" in options:
-            value = options["--num-jobs"]
-            if not value.isdigit():
-                raise UsageError(f"--num-jobs needs a whole number >= 0, got {value!r}")
-            num_jobs = int(value)
+            try:
+                num_jobs = parse_whole(options["--num-jobs"], what="a whole number for --num-jobs")
+            except NumberError as error:
+                raise UsageError(str(error)) from None
         delay = _take_float("--delay", options.get("--delay", DEFAULT_DELAY))
         if "--timeout" in options:
             timeout = _take_float("--timeout", options["--timeout"])

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from conformance import netns
+from core.grammar import JOB_ID, parse_seconds, split_words
+from core.options import UsageParser, number_type, positive_int
 from tools import client, mcast_listen, syslog_listen
 from tools.words import random_job_text
 
@@ -104,7 +106,7 @@ def assign_words(jobs, streams):
     Returns ``(assigned, stray)``: ``assigned`` maps job id to its source,
     ``stray`` maps source to the words that matched no job.
     """
-    words_of = {job_id: text.split() for job_id, text in jobs}
+    words_of = {job_id: split_words(text) for job_id, text in jobs}
     unassigned = sorted(words_of)
     assigned, stray = {}, {}
     for source, stream in streams.items():
@@ -473,8 +475,8 @@ def _completed_in(logs):
     for _, _, message in logs:
         _, sep, tail = message.rpartition("completed job ")
         if sep:
-            num = tail.split()[0] if tail.split() else ""
-            if num.isdigit():
+            num = tail.split(" ", 1)[0]
+            if JOB_ID.fullmatch(num):
                 ids.add(int(num))
     return ids
 
@@ -515,7 +517,7 @@ def wait_completed(jobs, client_port, args, emit, children):
     return states
 
 
-_STARTING = re.compile(r"\[(\d+)\]:? starting job (\d+)")
+_STARTING = re.compile(r"\[([0-9]+)\]:? starting job ([0-9]+)")
 
 
 def pids_by_source(assigned, logs):
@@ -554,7 +556,7 @@ def print_summary(jobs, states, recorder, emit, names=None):
              f"{', '.join(map(str, mine)) or '-'}")
         if src in stray:
             emit(f"    unmatched words: {' '.join(stray[src])}")
-    expected = sum(len(text.split()) for _, text in jobs)
+    expected = sum(len(split_words(text)) for _, text in jobs)
     received = sum(len(w) for w in streams.values())
     emit(f"  words: expected {expected}, received {received}")
 
@@ -563,26 +565,14 @@ def print_summary(jobs, states, recorder, emit, names=None):
     emit(f"  {'job':>{width}}  {'status':<10} {'worker':<8} {'words':>5}  text")
     for job_id, text in jobs:
         src = assigned.get(job_id)
-        n = len(text.split())
+        n = len(split_words(text))
         emit(f"  {job_id:>{width}}  {states.get(job_id, '?'):<10} "
              f"{(':' + str(src)) if src else '-':<8} "
              f"{(f'{n}/{n}' if src else f'0/{n}'):>5}  {text}")
 
 
-def _positive_int(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
+_positive_int = positive_int                 # grammar rule whole_number, 1 or more
+_seconds = number_type(parse_seconds)         # grammar rule seconds, 0 or more
 
 
 def _on_sigterm(signum, frame):
@@ -590,7 +580,7 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python3 -m tools.demo",
         description="Show the whole workq system in one command: a broker and "
                     "workers on free ports (inside a private network namespace "

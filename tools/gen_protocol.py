@@ -80,7 +80,10 @@ def raw(text, bytes_only=True):
         if ch in ESCAPES:
             return ESCAPES[ch]
         if not ch.isprintable() or (bytes_only and ord(ch) > 0x7F):
-            return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+            # raw data: \xNN is a byte; text (sent as UTF-8): \uNNNN is a character
+            if ord(ch) < 0x80 or (bytes_only and ord(ch) < 0x100):
+                return f"\\x{ord(ch):02x}"
+            return f"\\u{ord(ch):04x}"
         return ch
     return '"' + "".join(map(escape, str(text))) + '"'
 
@@ -198,6 +201,15 @@ def line_error_codes(spec):
     return [e["code"] for e in spec["errors"] if e["code"] not in listed]
 
 
+def grammar_table(spec):
+    """The grammar rules as a table: name, where, regex (matched against the
+    whole token), meaning, source."""
+    return table(["rule", "applies to", "regex (whole token)", "meaning", "source"],
+                 [(code(rule["name"]), rule["applies_to"], code(rule["regex"]),
+                   prose(rule["text"]), prose(rule.get("source", "")))
+                  for rule in spec["grammar"]])
+
+
 def port_messages(spec, port):
     return [m for m in spec["messages"] if m["port"] in (port, "both")]
 
@@ -225,7 +237,7 @@ def render(spec):
         "below is marked with its level:")
     add("\n".join(f"- **{level}**: {prose(text)}" for level, text in spec["levels"].items()))
     add("Notation: requests and replies are shown as they travel on the wire, without "
-        "the line end. `<n>` stands for a job id (decimal digits), `<text>` for text; "
+        "the line end. `<n>` stands for a job id (`job_id`: ASCII digits), `<text>` for text; "
         "everything else is literal. `C>` marks a line a client or worker sends, "
         "`S<` the broker's reply.")
 
@@ -248,6 +260,8 @@ def render(spec):
         section_number[section["id"]] = numbers.count
         add(heading)
         add(section["text"].strip())
+        if section["id"] == "grammar":
+            add(grammar_table(spec))
         commands = [m["name"] for m in spec["messages"] if m["section"] == section["id"]]
         if commands:
             add("Syntax, replies and errors: " + ", ".join(code(c) for c in commands) +
@@ -329,7 +343,9 @@ def render(spec):
         "`<PRI>ident[pid]: `), `--` an action. In the worker role the suite is a core "
         "broker: it answers a long-poll `FETCH <seconds>` with `ERR BAD_ARGUMENT`, so the "
         "transcripts show plain `FETCH` only, except where an exchange says the steps "
-        "answer `FETCH <seconds>` themselves. "
+        "answer `FETCH <seconds>` themselves. A quoted line shows an invisible "
+        "character as an escape: `\\xNN` a byte of raw data, `\\uNNNN` a character "
+        "of a line sent as UTF-8 (`\\u00a0` is the two bytes C2 A0). "
         "Patterns: `{name:int}` captures digits, `{name:word}` a word without spaces, "
         "`{name:any}` the rest of the line; `{name}` is a value captured before; "
         "`{_:any}` matches anything. When several connections are open, each line "

@@ -20,6 +20,7 @@ import sys
 import time
 
 from core.logline import escape
+from core.options import UsageParser, port_number, positive_float, positive_int
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -118,21 +119,16 @@ def receive_each(sock, count, timeout, handle):
 
 
 def _port(text):
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"bad port {text!r}: must be a number from 0 to 65535")
-    return int(text)
+    """A port to listen on, 0-65535 (grammar rule ``port``; 0: any free port)."""
+    return port_number(text, lowest=0)
 
 
 def _positive(kind):
-    def convert(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
-        return value
-    return convert
+    """The argparse type of --count (``int``: grammar rule ``whole_number``) or
+    --timeout (``float``: rule ``seconds``), greater than 0."""
+    if kind is int:
+        return positive_int
+    return positive_float
 
 
 def _silence_stdout():
@@ -150,7 +146,7 @@ def _sigterm(signum, frame):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python3 -m tools.mcast_listen",
         description="Print the words workers send to the multicast group, one "
                     "line per datagram: HH:MM:SS.mmm  SOURCE_IP:PORT  word. "

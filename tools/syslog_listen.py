@@ -12,6 +12,7 @@ import socket
 import sys
 
 from core.logline import syslog_message
+from core.options import UsageParser
 from tools.mcast_listen import _port, _positive, receive_each, serve, timestamp
 
 __all__ = [
@@ -112,7 +113,7 @@ def listen(sock, count=None, timeout=None, out=None, on_message=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python3 -m tools.syslog_listen",
         description="Print the syslog messages workers send to 127.0.0.1:PORT, "
                     "one line each: HH:MM:SS.mmm  facility.severity  message.",

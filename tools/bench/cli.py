@@ -8,6 +8,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.grammar import parse_seconds
+from core.options import UsageParser, number_type
+
 from . import loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
 from .servers import ALL_BROKERS, ROOT, Broker, beanstalkd_version, find_beanstalkd, split_cpus
@@ -28,7 +31,7 @@ examples:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python3 -m tools.bench",
         description="Benchmark the workq brokers (select, threads) against beanstalkd on this "
                     "machine with one load generator, with the original system's broker and a "
@@ -44,24 +47,25 @@ def parse_args(argv):
                              "memory is part of pipelined)")
     parser.add_argument("--brokers", default=",".join(ALL_BROKERS),
                         help=f"comma-separated subset of {','.join(ALL_BROKERS)} (default: all)")
-    parser.add_argument("--duration", type=float,
-                        help="seconds of each time-bounded run (default 3, --quick 0.3)")
+    parser.add_argument("--duration", type=number_type(parse_seconds, positive=True, high=60),
+                        help="seconds of each time-bounded run, at most 60 "
+                             "(default 3, --quick 0.3)")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
                         help="the report to write (default: BENCHMARKS.md in the checkout)")
     parser.add_argument("--plots-dir", default=str(ROOT / "benchmarks"),
                         help="where the PNG plots go (default: benchmarks/ in the checkout)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install beanstalkd when it is missing")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--wait-quiet", type=number_type(parse_seconds), default=0.0,
+                        metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to drop "
                              "below --quiet-load (default: do not wait)")
-    parser.add_argument("--quiet-load", type=float, default=1.0,
+    parser.add_argument("--quiet-load", type=number_type(parse_seconds, what="a load average"),
+                        default=1.0,
                         help="load average counted as quiet (default 1.0)")
     args = parser.parse_args(argv)
     args.scenario_list = _choose(args.scenarios, SCENARIOS, ALIASES, parser, "scenario")
     args.broker_list = _choose(args.brokers, ALL_BROKERS, {}, parser, "broker")
-    if args.duration is not None and not 0 < args.duration <= 60:
-        parser.error("--duration must be between 0 and 60 seconds")
     return args
 
 

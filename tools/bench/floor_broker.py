@@ -14,6 +14,8 @@ import select
 import socket
 import sys
 
+from core.grammar import NumberError, parse_port
+
 JOB_TEXT = b"x" * 25
 
 
@@ -75,6 +77,13 @@ def serve(client_port, worker_port):
 
 if __name__ == "__main__":
     try:
-        serve(int(sys.argv[1]), int(sys.argv[2]))
+        try:
+            if len(sys.argv) != 3:
+                raise NumberError("expected CLIENT_PORT WORKER_PORT")
+            ports = [parse_port(arg, lowest=0) for arg in sys.argv[1:]]
+        except NumberError as error:
+            print(f"python3 -m tools.bench.floor_broker: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        serve(*ports)
     except KeyboardInterrupt:
         pass
