@@ -126,6 +126,7 @@ def test_the_original_passes_the_core_level(tmp_path):
 EXTENDED_PASSES = {
     "ERR-012": "a broker without a line limit accepts a line of exactly the limit",
     "JOB-010": "a broker without a text limit accepts the longest text",
+    "ERR-027": "it keeps a job's text as it came, Unicode spaces included",
     "FRM-010": "it never holds a FETCH, so a half-closed worker gets NOJOB at once",
     "LPL-002": "NOJOB at once is indistinguishable from NOJOB after the wait (no durations)",
     "WRK-009": "its worker reads an ERR to DONE and goes on",
