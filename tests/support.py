@@ -280,6 +280,25 @@ class Wire(LineConnection):
         return self.line_or_eof(deadline, stop)
 
 
+def read_until_closed(sock, deadline):
+    """Everything (bytes) the peer sends until it closes (EOF or reset); fails at
+    ``deadline`` (a ``time.monotonic()`` value)."""
+    data = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the broker did not close the connection in time; got {bytes(data[:200])!r}"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
 def await_completions(syslog, ids, deadline, pids=None, on_event=None):
     """Read worker syslog until every job in ``ids`` is logged ``completed job N``.
 

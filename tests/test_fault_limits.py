@@ -44,30 +44,13 @@ from tests.support import (
     await_completions,
     parse_stats,
     proc_status_kb,
+    read_until_closed,
     start_worker,
     udp_sink,
 )
 
 IDS = [impl.split("_", 1)[1] for impl in IMPLS]
 DEADLINE = 30.0
-
-
-def read_until_closed(sock, deadline):
-    """Everything the peer sends until it closes (EOF or reset); fails at ``deadline``."""
-    data = bytearray()
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, f"the broker did not close the connection in time; got {bytes(data[:200])!r}"
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionError:
-            return bytes(data)
-        if not chunk:
-            return bytes(data)
-        data += chunk
 
 
 def await_stats(conn, predicate, deadline):

@@ -17,32 +17,13 @@ import time
 import pytest
 
 from core.messages import MAX_JOB_TEXT, MAX_WORD
-from tests.support import IMPLS, Broker, LineConnection, start_worker, udp_sink
+from tests.support import IMPLS, Broker, LineConnection, read_until_closed, start_worker, udp_sink
 from tools.mcast_listen import open_receiver
 
 IDS = [impl.split("_", 1)[1] for impl in IMPLS]
 DEADLINE = 30.0
 HALF_CLOSED = 20          # worker connections that FETCH 60, STATS, then half-close
 JOBS = 10                 # jobs submitted meanwhile
-
-
-def read_until_closed(sock, deadline):
-    """Every line the peer sends until it closes; fails at ``deadline``."""
-    data = bytearray()
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, f"the broker did not close the half-closed connection; got {bytes(data)!r}"
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data.decode().splitlines()
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
@@ -64,7 +45,7 @@ def test_half_closed_fetchers_get_every_owed_reply_and_no_job_is_lost(impl):
             ids.append(int(reply.split()[1]))
 
         for sock in fetchers:
-            lines = read_until_closed(sock, deadline)
+            lines = read_until_closed(sock, deadline).decode().splitlines()
             sock.close()
             # NOJOB when the broker saw the EOF first; JOB when a job arrived before it
             # (that job goes back to waiting at the close).
