@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .netns import describe, enter_private_netns
+from .replies import Replies, RepliesError, parse_replies
 from .capture import probe_capture
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import load_spec
@@ -85,6 +86,11 @@ def pytest_addoption(parser):
     group.addoption("--mcast-capture", choices=["auto", "off"], default="auto",
                     help="auto: check multicast output with a scapy capture on lo where "
                          "permitted; off: only with a joined receiver socket")
+    group.addoption("--replies", action="append", metavar="[TARGET:]STYLE",
+                    help="how a target words its client-port replies: workq (ID n, "
+                         "completed; the default), assignment (a bare n, complete), or "
+                         "id=FORMAT,completed=WORD,... with <n> for the id; without "
+                         "TARGET: every target not given by --impl (repeatable)")
     group.addoption("--netns", choices=["auto", "off"], default="auto",
                     help="auto: run in a private network namespace where permitted")
 
@@ -103,6 +109,7 @@ def pytest_configure(config):
     for target in targets:
         _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
         _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
+    replies = _replies_of(targets, config.getoption("replies") or [])
     # Before any socket exists: the namespace is per thread and inherited.
     if any(target.broker_addr for target in targets):
         network = "loopback (--netns off: --broker-addr names a broker outside)"
@@ -122,9 +129,36 @@ def pytest_configure(config):
                               word_delay=config.getoption("word_delay"),
                               fetch_interval=config.getoption("fetch_interval"),
                               capture=capture, multicast_ttl=_multicast_ttl(spec_path),
-                              broker_options=_broker_options(spec_path))
+                              broker_options=_broker_options(spec_path),
+                              replies=replies[target.name])
         for target in targets}
     config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
+
+
+def _replies_of(targets, values):
+    """Target name -> Replies, from the --replies options (see replies.py)."""
+    names = {target.name for target in targets}
+    ours = {target.name for target in targets if target.origin.startswith("--impl")}
+    result = {target.name: Replies() for target in targets}
+    for value in values:
+        name, colon, style = value.partition(":")
+        if colon and name in names:
+            chosen = [name]
+        elif colon and "=" not in name and name not in PRESETS_AND_KEYS:
+            raise pytest.UsageError(f"--replies {value!r}: no target named {name!r} "
+                                    f"(targets: {', '.join(sorted(names))})")
+        else:
+            style, chosen = value, [n for n in result if n not in ours]
+        try:
+            parsed = parse_replies(style)
+        except RepliesError as error:
+            raise pytest.UsageError(str(error)) from None
+        for name in chosen:
+            result[name] = parsed
+    return result
+
+
+PRESETS_AND_KEYS = ("workq", "assignment", "id", "waiting", "running", "completed", "unknown")
 
 
 def _checked(option, template, placeholders):
@@ -166,6 +200,7 @@ def pytest_report_header(config):
              f"workq multicast checks: {settings.capture.describe()}",
              f"workq timing: word delay {settings.word_delay:g} s, fetch interval "
              f"{settings.fetch_interval:g} s (--word-delay, --fetch-interval)",
+             f"workq levels: {_levels_line(config)}",
              f"workq target{'s' if len(targets) > 1 else ''}: {', '.join(targets)}"]
     for name, settings in targets.items():
         which = f" [{name}]" if len(targets) > 1 else ""
@@ -175,7 +210,18 @@ def pytest_report_header(config):
         else:
             lines.append(f"workq broker{which}: {settings.broker_cmd}")
         lines.append(f"workq worker{which}: {settings.worker_cmd}")
+        if not settings.replies.is_default:
+            lines.append(f"workq replies{which}: {settings.replies.describe()}")
     return lines
+
+
+def _levels_line(config):
+    """Which levels run, and what core means: for the header and every report."""
+    chosen = [value for values in (config.getoption("workq_level", None) or [])
+              for value in str(values).split(",") if value]
+    which = ", ".join(chosen) if chosen else "core and extended"
+    return (f"{which} (core: exactly what the assignment requires; extended: workq's "
+            "additions and choices)")
 
 
 @pytest.hookimpl(tryfirst=True)
