@@ -22,7 +22,7 @@ from .replies import Replies, RepliesError, parse_replies
 from .capture import probe_capture
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import load_spec
-from .targets import TargetError
+from .targets import TargetError, why_cannot_start
 from .targetset import TargetOptionError, resolve_targets
 
 # Case selection and --list; the summary table and --report/--report-html.
@@ -110,6 +110,7 @@ def pytest_configure(config):
         _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
         _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
     replies = _replies_of(targets, config.getoption("replies") or [])
+    _check_startable(targets)
     # Before any socket exists: the namespace is per thread and inherited.
     if any(target.broker_addr for target in targets):
         network = "loopback (--netns off: --broker-addr names a broker outside)"
@@ -133,6 +134,29 @@ def pytest_configure(config):
                               replies=replies[target.name])
         for target in targets}
     config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
+
+
+def _check_startable(targets):
+    """One clear error, and no run, for a target whose program cannot start
+    (rather than the same failure in every one of its cases)."""
+    problems = []
+    for target in targets:
+        parts = [("worker", target.worker_cmd, WORKER_PLACEHOLDERS)]
+        if not target.broker_addr:
+            parts.insert(0, ("broker", target.broker_cmd, BROKER_PLACEHOLDERS))
+        for part, template, placeholders in parts:
+            values = dict.fromkeys(placeholders, "0")
+            values["python"] = sys.executable
+            why = why_cannot_start(template.format(**values), REPO_ROOT)
+            if why:
+                problems.append(f"{target.origin}: the {part} cannot start: {why}")
+    if problems:
+        raise pytest.UsageError("\n".join(problems + [
+            "no case was run; fix the command (or leave the target out) and run again"]))
+
+
+# Targets whose program could not be executed in this process: target -> the first error.
+_UNSTARTABLE = {}
 
 
 def _replies_of(targets, values):
@@ -296,8 +320,18 @@ class ExchangeItem(pytest.Item):
                 step.get("ttl") for step in self.exchange["steps"]):
             pytest.skip("checks the multicast TTL, which only the capture on lo sees; "
                         f"multicast checks here: {settings.capture.describe() if settings.capture else 'none'}")
+        if self.target in _UNSTARTABLE:
+            pytest.skip(f"not run: target {self.target} cannot start "
+                        f"({_UNSTARTABLE[self.target]})")
         self.exchange_run = ExchangeRun(self.exchange, settings)
-        self.exchange_run.run()
+        try:
+            self.exchange_run.run()
+        except TargetError as error:
+            if error.cannot_start:
+                _UNSTARTABLE[self.target] = f"see {self.exchange['id']}: {error}"
+                if set(_UNSTARTABLE) >= set(self.config.stash[TARGETS]):
+                    self.session.shouldstop = "no target can start"
+            raise
 
     def teardown(self):
         # The report is written by now; keep no files open across the session.

@@ -71,6 +71,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
         self.status_polls = 0
         self.extra_readers = []  # more sockets _pump reads: listener, capture
         self.option_files = []   # files written for file-valued broker options
+        self.option_note = ""    # the options this case appends to the broker's command
         self.broker_paused = False
 
     # -- the whole exchange ------------------------------------------------
@@ -97,13 +98,30 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
             command = self._fill("broker", self.settings.broker_cmd,
                                  client_port=self.client_port,
                                  worker_port=self.worker_port)
-            command += self._broker_options()
+            options = self._broker_options()
+            command += options
+            if options:
+                names = ", ".join(self.exchange["broker_options"])
+                self.option_note = (f"this case appends '{options.strip()}' to the broker's "
+                                    f"command (the spec's broker_options: {names}); a broker "
+                                    "that ignores the option fails here")
             self.broker = Target("broker", command, self.settings.cwd)
             self.transcript.add(f"-- broker started (pid {self.broker.pid}): {command}")
+            if options:
+                self.transcript.add(f"-- note: {self.option_note}")
             if not self.settings.replies.is_default:
                 self.transcript.add(f"-- client-port replies expected as "
                                     f"{self.settings.replies.describe()} (--replies)")
-            self.broker.wait_listening([self.client_port, self.worker_port])
+            try:
+                self.broker.wait_listening([self.client_port, self.worker_port])
+            except TargetError as error:
+                if not options:
+                    raise
+                raise TargetError(f"{error}: this case starts the broker with the option "
+                                  f"'{options.strip()}' appended to its command; a broker "
+                                  "that does not accept it cannot run this case "
+                                  "(IMPLEMENTERS.md, 'Cases that start the broker with "
+                                  "options')") from None
             self.transcript.add(f"-- broker listening: client port {self.client_port}, "
                                 f"worker port {self.worker_port}")
         # The receivers exist before any worker starts, so no datagram is lost.
@@ -182,6 +200,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
 
     def _fail(self, summary, *details):
         self.transcript.add("!! failed here (details below)")
+        if self.option_note:
+            details += (f"note: {self.option_note}",)
         raise ExchangeFailure(f"step {self.step_number}: {summary}", details)
 
     def _connection(self, step):

@@ -145,7 +145,7 @@ def test_bad_options_are_usage_errors(args, message):
 # -- targets and reports ---------------------------------------------------------------
 
 def test_two_targets_give_one_table_with_a_column_each(tmp_path):
-    cases = ["FRM-004", "JOB-001", "STA-001"]
+    cases = ["FRM-001", "JOB-001", "STA-001"]
     code, output = run_suite("--impl", "select,threads", "--case", ",".join(cases), "-n", "2",
                              "--report", str(tmp_path / "r.md"),
                              "--report-html", str(tmp_path / "r.html"),
@@ -161,7 +161,9 @@ def test_two_targets_give_one_table_with_a_column_each(tmp_path):
     assert all(row.endswith("| PASS | PASS |") for row in rows), rows
     assert "- **select**: core 3/3; 0 failed, 0 skipped" in report
     assert "- **threads**: core 3/3; 0 failed, 0 skipped" in report
-    assert "<th>select</th><th>threads</th>" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "<th class='id'>select</th><th class='id'>threads</th>" in page
+    assert "<h2>Core cases (3)</h2>" in page and "Extended cases" not in page
     testcases = ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
     names = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in testcases}
@@ -259,11 +261,17 @@ def resolve(impl=None, broker_cmd=None, worker_cmd=None, broker_addr=None, targe
 def test_target_options_resolve_to_named_targets():
     assert [(t.name, t.broker_cmd, t.worker_cmd) for t in resolve()] == [("select", "SB", "SW")]
     assert [t.name for t in resolve("select,threads")] == ["select", "threads"]
+    # A target given by command options is named after its program, not "custom".
     assert [(t.name, t.broker_cmd, t.worker_cmd) for t in resolve(broker_cmd="B")] == \
-        [("custom", "B", "SW")]
+        [("B", "B", "SW")]
     assert [(t.name, t.broker_cmd, t.worker_cmd)
             for t in resolve("select,threads", worker_cmd="W")] == \
-        [("custom-select", "SB", "W"), ("custom-threads", "TB", "W")]
+        [("W-select", "SB", "W"), ("W-threads", "TB", "W")]
+    assert resolve(broker_cmd="{python} /home/alice/workQueue.py {client_port}")[0].name \
+        == "workQueue"
+    assert resolve(broker_cmd="java -jar /srv/bob/broker.jar {client_port}")[0].name \
+        == "broker"
+    assert resolve(broker_addr="h:1:2")[0].name == "running-broker"
     assert [t.name for t in resolve(targets=["a=A", "b=B;W"])] == ["a", "b"]
     assert [t.name for t in resolve("threads", targets=["a=A"])] == ["threads", "a"]
     assert resolve(broker_addr="h:1:2")[0].broker_addr == ("h", 1, 2)
