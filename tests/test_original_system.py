@@ -47,13 +47,25 @@ DOCUMENTED_SYSLOG = ("fetching job", "starting job", "completed job")
 def _undocumented_syslog_steps(exchange):
     return [step["expect_syslog"] for step in exchange["steps"]
             if "expect_syslog" in step
-            and not step["expect_syslog"].startswith(DOCUMENTED_SYSLOG)]
+            and not step["expect_syslog"].removeprefix("{_:any}").startswith(DOCUMENTED_SYSLOG)]
 
 
 # Core cases that ask for more syslog than the original is known to send:
 # case id -> the first such pattern (where the original must fail).
 MISLEVELED = {e["id"]: _undocumented_syslog_steps(e)[0] for e in EXCHANGES
               if e["level"] == "core" and _undocumented_syslog_steps(e)}
+
+# Extended cases the original passes, and why. LPL-001 passes now and then (a core
+# broker that happens to read the JOB before the FETCH 30 hands the job over).
+PASSES_BY_NATURE = {
+    "FRM-003",   # it strips the line, CR included: CRLF works (a workq choice it shares)
+    "FRM-004",   # it upper-cases the command word (a workq choice it shares)
+    "ERR-012", "JOB-010", "WRK-040",   # no limit at all: the longest lines are accepted
+    "FRM-010", "LPL-002",   # FETCH <anything> is a plain FETCH: NOJOB at once
+    "SYS-006",   # this copy pins its multicast to 127.0.0.1 with TTL 1, so the tests are safe
+    "WRK-009",   # an ERR to DONE is read and forgotten
+    "WRK-013", "WRK-014",   # it logs "fetching job" before every FETCH, the id in the others
+}
 
 # Extended cases the original must fail, and what the failure must say: the
 # report names each missing addition.
@@ -149,10 +161,11 @@ def test_the_original_fails_the_extended_level_and_the_report_names_it(part, tmp
         for text in messages:
             assert text in failure, f"{case}: {text!r} missing from:\n{failure}"
     failed = [case for case, (_, cell) in rows.items() if cell != "PASS"]
-    # Most of the extended level is what the original lacks; the few it passes are
-    # cases a plain broker passes by nature (a line of exactly the limit is accepted
-    # by a broker without a limit; an ERR to DONE is read and forgotten).
-    assert len(failed) >= len(cases) - 3, rows
+    # Most of the extended level is what the original lacks; the cases it passes
+    # are those a plain system passes by nature, or workq choices this
+    # reconstruction happens to share.
+    passed = {case for case in cases if case not in failed}
+    assert passed <= PASSES_BY_NATURE | {"LPL-001"}, sorted(passed - PASSES_BY_NATURE)
     summary = (f"- **original**: extended {len(cases) - len(failed)}/{len(cases)}; "
                f"{len(failed)} failed, 0 skipped")
     assert summary in report, report[:2000]
