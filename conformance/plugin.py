@@ -40,8 +40,8 @@ IMPLEMENTATIONS = {
 }
 
 MARKERS = {
-    "core": "exchange of the core level (the original system passes it)",
-    "extended": "exchange of the extended level (workq's additions)",
+    "core": "exchange of the core level (what the assignment requires)",
+    "extended": "exchange of the extended level (workq's additions and choices)",
     "broker": "the suite plays clients and workers against a broker",
     "system": "a broker and workers run together; the suite watches their output",
     "worker": "the suite plays the broker against a worker",
