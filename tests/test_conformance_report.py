@@ -28,6 +28,8 @@ FAKE_BROKER = r'''
 import socketserver, sys, threading
 client_port, worker_port = int(sys.argv[1]), int(sys.argv[2])
 broken = "--broken" in sys.argv
+if "--strict" in sys.argv and any(a.startswith("--max") for a in sys.argv):
+    sys.exit("usage: fake_broker.py CLIENT_PORT WORKER_PORT [--broken] [--strict]")
 jobs, lock = [], threading.Lock()
 
 class Handler(socketserver.StreamRequestHandler):
@@ -292,3 +294,49 @@ def test_target_templates_split_at_the_first_unquoted_semicolon():
     for bad in ("=x", "a b=x", "a=", "a=;", "a=@h:x:1"):
         with pytest.raises(TargetOptionError):
             parse_target(bad, "SB", "SW")
+
+
+def test_options_a_case_appends_to_the_broker_are_announced(fake, tmp_path):
+    code, output = run_suite("--target", f"lax={fake}", "--target", f"strict={fake} --strict",
+                             "--case", "LIM-001", "--report", str(tmp_path / "r.md"))
+    assert code == 1, output
+    report = (tmp_path / "r.md").read_text()
+    lax = report.split("### LIM-001 on lax:", 1)[1].split("\n### ", 1)[0]
+    # A broker that ignores the option: the failure says which option the case added.
+    assert "received: ID 3" in lax
+    assert ("note: this case appends '--max-waiting 2' to the broker's command (the spec's "
+            "broker_options: max_waiting); a broker that ignores the option fails here") in lax
+    assert "-- note: this case appends '--max-waiting 2'" in lax   # in the transcript too
+    # A broker that rejects it: the failure says it does not accept the option.
+    strict = report.split("### LIM-001 on strict:", 1)[1].split("\n### ", 1)[0]
+    assert "exited with code 1 before listening" in strict
+    assert ("this case starts the broker with the option '--max-waiting 2' appended to its "
+            "command; a broker that does not accept it cannot run this case") in strict
+
+
+def test_failures_are_grouped_by_cause():
+    from conformance.causes import group_failures
+    failures = [
+        ("LPL-001", "extended", "step 5: expect on w; expected: JOB {id:int} x; received: NOJOB"),
+        ("FET-005", "core", "step 9: expect on w; expected: JOB {b} second; received: JOB 1 first"),
+        ("LPL-004", "extended", "step 8: expect on w1; expected: JOB {a} y; received: NOJOB"),
+        ("SYS-006", "extended", "step 5: expect words: TTL 32, expected 1 (datagram 'home' from w)"),
+        ("OWN-004", "extended", "step 9: expect on w1; expected: JOB {b} two; received: JOB 1 one"),
+        ("SYS-002", "core", "step 3: expect syslog; expected: {_:any}starting job{_:any}; "
+                            "received: no matching syslog message within 5.0 s (4 in all)"),
+        ("WRK-005", "core", "step 8: expect syslog; expected: {_:any}starting job{_:any}; "
+                            "received: no matching syslog message within 5.0 s (6 in all)"),
+        ("WRK-011", "core", "step 5: accept_worker c2; expected: a connection; "
+                            "received: no connection within 10.0 s"),
+    ]
+    causes = group_failures(failures, {"OWN-004": ["FET-005", "FRM-001"]})
+    grouped = [(cause.key, cause.cases) for cause in causes]
+    assert grouped[0] == ("received: NOJOB", ["LPL-001", "LPL-004"])
+    assert ("received: JOB N first", ["FET-005", "OWN-004"]) in grouped   # needs: its premise
+    assert ("received: no matching syslog message within N s (N in all) "
+            "(expected: {_:any}starting job{_:any})", ["SYS-002", "WRK-005"]) in grouped
+    assert ("expect words: TTL N, expected N (datagram '…' from w)", ["SYS-006"]) in grouped
+    assert len(causes) == 5
+    premise = next(cause for cause in causes if "OWN-004" in cause.cases)
+    assert premise.premise_of == {"OWN-004": "FET-005"}
+    assert premise.example.startswith("FET-005: step 9: expect on w; expected: JOB {b} second")
