@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from .netns import describe, enter_private_netns
-from .replies import Replies, RepliesError, parse_replies
+from .replies import Replies, RepliesError, parse_replies, split_target
 from .capture import probe_capture
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import load_spec
@@ -165,24 +165,17 @@ def _replies_of(targets, values):
     ours = {target.name for target in targets if target.origin.startswith("--impl")}
     result = {target.name: Replies() for target in targets}
     for value in values:
-        name, colon, style = value.partition(":")
-        if colon and name in names:
-            chosen = [name]
-        elif colon and "=" not in name and name not in PRESETS_AND_KEYS:
+        name, style = split_target(value)
+        if name is not None and name not in names:
             raise pytest.UsageError(f"--replies {value!r}: no target named {name!r} "
                                     f"(targets: {', '.join(sorted(names))})")
-        else:
-            style, chosen = value, [n for n in result if n not in ours]
         try:
             parsed = parse_replies(style)
         except RepliesError as error:
             raise pytest.UsageError(str(error)) from None
-        for name in chosen:
-            result[name] = parsed
+        for target in [name] if name is not None else [n for n in result if n not in ours]:
+            result[target] = parsed
     return result
-
-
-PRESETS_AND_KEYS = ("workq", "assignment", "id", "waiting", "running", "completed", "unknown")
 
 
 def _checked(option, template, placeholders):

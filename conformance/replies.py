@@ -23,7 +23,7 @@ by ``--impl``; ``--replies alice:assignment`` to the target ``alice``.
 
 import re
 
-__all__ = ["RepliesError", "Replies", "parse_replies", "PRESETS"]
+__all__ = ["RepliesError", "Replies", "parse_replies", "split_target", "PRESETS"]
 
 ID_MARK = "<n>"
 STATES = ("waiting", "running", "completed", "unknown")
@@ -63,6 +63,16 @@ class Replies:
     def state(self, state):
         """A state ``wait_state`` polls for, in this style."""
         return self.states.get(state, state)
+
+
+def split_target(value):
+    """``TARGET:STYLE`` -> (TARGET, STYLE); a bare STYLE -> (None, STYLE).
+    A style's pairs always contain ``=`` and its presets no ``:``, so a
+    ``:`` after a word without ``=`` ends a target name."""
+    name, colon, style = value.partition(":")
+    if colon and "=" not in name:
+        return name.strip(), style
+    return None, value
 
 
 def parse_replies(text):

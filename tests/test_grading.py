@@ -117,3 +117,15 @@ def test_bad_replies_options_are_usage_errors():
         code, output = run_suite("--list", "--replies", value)
         assert code == 4, output
         assert message in output, output
+
+
+def test_a_reply_style_rewrites_only_the_client_port_expectations():
+    from conformance.replies import parse_replies, split_target
+    style = parse_replies("id=job <n> queued,completed=done,waiting=queued")
+    assert style.pattern("ID {id:int}") == "job {id:int} queued"
+    assert style.pattern("waiting") == "queued" and style.state("completed") == "done"
+    assert style.pattern("ERR BAD_ID {_:any}") == "ERR BAD_ID {_:any}"   # errors untouched
+    assert style.pattern("running") == "running"
+    assert parse_replies("workq").is_default and not style.is_default
+    assert split_target("carol:assignment") == ("carol", "assignment")
+    assert split_target("id=<n>") == (None, "id=<n>")
