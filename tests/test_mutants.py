@@ -55,6 +55,7 @@ class Mutant:
     capture_messages: tuple = ()   # ... too, when the multicast capture runs
     plain_messages: tuple = ()     # ... instead, without a capture
     plain_fails: tuple = None      # the set without a capture, where it differs
+    may_fail: tuple = ()           # fail or not, by the timing of the run (say why)
     netns_only: bool = False       # runs (and is checked) only in a private namespace
 
     @property
@@ -100,9 +101,11 @@ MUTANTS_TABLE = [
            messages=("expect on w\n", "expected: JOB {id:int} order matters",
                      "received: STATS waiting=0 running=1")),
     # FRM-001's property; the others send several lines in one write on purpose
-    # (needs: [FRM-001] in the spec), LPL-004 a line behind a waiting FETCH.
+    # (needs: [FRM-001] in the spec). LPL-004's STATS behind a waiting FETCH is lost
+    # only when it reaches the broker in one read with another line: timing.
     Mutant("pipelined_lines_lost", broker="broker_first_line_only.py",
-           fails=("FRM-001", "FRM-012", "LIM-001", "LPL-003", "LPL-004", "LPL-007", "OWN-004"),
+           fails=("FRM-001", "FRM-012", "LIM-001", "LPL-003", "LPL-007", "OWN-004"),
+           may_fail=("LPL-004",),
            messages=("c S< ID 1", "expect on c\n",
                      "expected: ID {second:int}", "received: nothing within 5.0 s")),
     # One job per worker connection: a second FETCH gets the held job again.
@@ -237,7 +240,7 @@ def test_the_suite_fails_the_mutant_on_exactly_the_cases_about_its_defect(
                    else mutant.plain_fails)
     cells = report_cells(report, mutant.defect)
     assert len(cells) > len(expected), f"the run did not cover the roles:\n{cells}"
-    failed = failed_cases(report, mutant.defect)
+    failed = failed_cases(report, mutant.defect) - set(mutant.may_fail)
     assert failed == expected, (
         f"{mutant.defect}: expected to fail exactly {sorted(expected)}, failed "
         f"{sorted(failed)}: {sorted(failed - expected)} fail for a reason other than "
