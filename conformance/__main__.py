@@ -36,20 +36,28 @@ Targets (what is tested)
                      a named target, repeatable: every case runs once per target,
                      test ids become ID[NAME]; a missing part is our select
                      implementation; BROKER may be @HOST:CLIENT_PORT:WORKER_PORT
+  --replies [TARGET:]STYLE
+                     how a target words its client-port replies: workq (ID n,
+                     completed; the default), assignment (a bare n, complete), or
+                     id=FORMAT,STATE=WORD,... (<n> stands for the id); without
+                     TARGET: every target not given by --impl. For a broker-worker
+                     pair with a protocol of its own: --role system
 
 Selection (combinable; each takes a comma list and may be repeated)
   --list             print the selected cases (id level role section title), run nothing
   --case ID[,ID...]  these cases only
   --section S        these spec sections ('framing' = framing and framing.errors)
   --level core|extended
-                     core: the original system; extended: workq's additions
+                     core: exactly what the assignment requires; extended:
+                     workq's additions and choices (TTL 1, syslog details, ...)
   --role broker|system|worker
   pytest's -k EXPRESSION and -m MARKERS (core, extended, broker, system, worker)
   work too.
 
 Reports
-  --report PATH.md   Markdown: one row per case, one column per target, totals per
-                     target (core and extended), the wire transcript of each failure
+  --report PATH.md   Markdown: the run's conditions, totals per target (core and
+                     extended), failures grouped by cause, one row per case and one
+                     column per target, the wire transcript of each failure
   --report-html PATH.html
                      the same as one HTML page
   --junitxml PATH.xml
@@ -61,6 +69,9 @@ Other
   --word-delay S, --fetch-interval S
                      the values of {{word_delay}} and {{fetch_interval}} in worker
                      templates; the timing checks compare against them
+  --mcast-capture auto|off
+                     auto: check the multicast output with a capture on lo where
+                     permitted (destination, TTL); off: a joined receiver socket only
   --netns auto|off   auto: each test process runs in a private network namespace
                      where the system permits it
   -n N               run N test processes in parallel (pytest-xdist)
@@ -72,6 +83,8 @@ Examples
   python3 -m conformance --impl select,threads --report report.md -n 4
   python3 -m conformance --target 'alice=alice/broker {{client_port}} {{worker_port}}' \\
       --target 'bob=java -jar bob/broker.jar {{client_port}} {{worker_port}}' --report class.md
+  python3 -m conformance --role system --replies assignment \
+      --target 'carol=carol/broker {{client_port}} {{worker_port}};carol/worker {{broker}} {{output_port}} {{syslog_port}}'
 
 Exit status: 0 every selected case passed, 1 some failed, 4 bad options,
 5 no case selected. More in IMPLEMENTERS.md. All of pytest's options:

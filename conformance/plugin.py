@@ -29,11 +29,12 @@ from pathlib import Path
 import pytest
 
 from .netns import describe, enter_private_netns
+from .replies import Replies, RepliesError, parse_replies, split_target
 from .capture import probe_capture
 from .grammar import GrammarError, number, rules as grammar_rules
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import default_spec, from_checkout, load_spec
-from .targets import TargetError
+from .targets import TargetError, why_cannot_start
 from .targetset import TargetOptionError, resolve_targets
 
 # Case selection and --list; the summary table and --report/--report-html.
@@ -64,8 +65,8 @@ REQUEST_OPTIONS = ("impl", "target", "broker_cmd", "worker_cmd", "broker_addr",
                    "workq_role", "workq_report", "workq_report_html")
 
 MARKERS = {
-    "core": "exchange of the core level (the original system passes it)",
-    "extended": "exchange of the extended level (workq's additions)",
+    "core": "exchange of the core level (what the assignment requires)",
+    "extended": "exchange of the extended level (workq's additions and choices)",
     "broker": "the suite plays clients and workers against a broker",
     "system": "a broker and workers run together; the suite watches their output",
     "worker": "the suite plays the broker against a worker",
@@ -113,6 +114,11 @@ def pytest_addoption(parser):
     group.addoption("--mcast-capture", choices=["auto", "off"], default="auto",
                     help="auto: check multicast output with a scapy capture on lo where "
                          "permitted; off: only with a joined receiver socket")
+    group.addoption("--replies", action="append", metavar="[TARGET:]STYLE",
+                    help="how a target words its client-port replies: workq (ID n, "
+                         "completed; the default), assignment (a bare n, complete), or "
+                         "id=FORMAT,completed=WORD,... with <n> for the id; without "
+                         "TARGET: every target not given by --impl (repeatable)")
     group.addoption("--netns", choices=["auto", "off"], default="auto",
                     help="auto: run in a private network namespace where permitted")
 
@@ -170,6 +176,8 @@ def pytest_configure(config):
     for target in targets:
         _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
         _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
+    replies = _replies_of(targets, config.getoption("replies") or [])
+    _check_startable(targets)
     # Before any socket exists: the namespace is per thread and inherited.
     if any(target.broker_addr for target in targets):
         network = "loopback (--netns off: --broker-addr names a broker outside)"
@@ -189,9 +197,52 @@ def pytest_configure(config):
                               broker_addr=target.broker_addr, network=network,
                               word_delay=word_delay, fetch_interval=fetch_interval,
                               capture=capture, multicast_ttl=_multicast_ttl(spec_path),
-                              broker_options=_broker_options(spec_path))
+                              broker_options=_broker_options(spec_path),
+                              replies=replies[target.name])
         for target in targets}
     config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
+
+
+def _check_startable(targets):
+    """One clear error, and no run, for a target whose program cannot start
+    (rather than the same failure in every one of its cases)."""
+    problems = []
+    for target in targets:
+        parts = [("worker", target.worker_cmd, WORKER_PLACEHOLDERS)]
+        if not target.broker_addr:
+            parts.insert(0, ("broker", target.broker_cmd, BROKER_PLACEHOLDERS))
+        for part, template, placeholders in parts:
+            values = dict.fromkeys(placeholders, "0")
+            values["python"] = sys.executable
+            why = why_cannot_start(template.format(**values), REPO_ROOT)
+            if why:
+                problems.append(f"{target.origin}: the {part} cannot start: {why}")
+    if problems:
+        raise pytest.UsageError("\n".join(problems + [
+            "no case was run; fix the command (or leave the target out) and run again"]))
+
+
+# Targets whose program could not be executed in this process: target -> the first error.
+_UNSTARTABLE = {}
+
+
+def _replies_of(targets, values):
+    """Target name -> Replies, from the --replies options (see replies.py)."""
+    names = {target.name for target in targets}
+    ours = {target.name for target in targets if target.origin.startswith("--impl")}
+    result = {target.name: Replies() for target in targets}
+    for value in values:
+        name, style = split_target(value)
+        if name is not None and name not in names:
+            raise pytest.UsageError(f"--replies {value!r}: no target named {name!r} "
+                                    f"(targets: {', '.join(sorted(names))})")
+        try:
+            parsed = parse_replies(style)
+        except RepliesError as error:
+            raise pytest.UsageError(str(error)) from None
+        for target in [name] if name is not None else [n for n in result if n not in ours]:
+            result[target] = parsed
+    return result
 
 
 def _checked(option, template, placeholders):
@@ -249,6 +300,7 @@ def pytest_report_header(config):
              f"workq multicast checks: {settings.capture.describe()}",
              f"workq timing: word delay {settings.word_delay:g} s, fetch interval "
              f"{settings.fetch_interval:g} s (--word-delay, --fetch-interval)",
+             f"workq levels: {_levels_line(config)}",
              f"workq target{'s' if len(targets) > 1 else ''}: {', '.join(targets)}"]
     for name, settings in targets.items():
         which = f" [{name}]" if len(targets) > 1 else ""
@@ -258,7 +310,18 @@ def pytest_report_header(config):
         else:
             lines.append(f"workq broker{which}: {settings.broker_cmd}")
         lines.append(f"workq worker{which}: {settings.worker_cmd}")
+        if not settings.replies.is_default:
+            lines.append(f"workq replies{which}: {settings.replies.describe()}")
     return lines
+
+
+def _levels_line(config):
+    """Which levels run, and what core means: for the header and every report."""
+    chosen = [value for values in (config.getoption("workq_level", None) or [])
+              for value in str(values).split(",") if value]
+    which = ", ".join(chosen) if chosen else "core and extended"
+    return (f"{which} (core: exactly what the assignment requires; extended: workq's "
+            "additions and choices)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -332,8 +395,22 @@ class ExchangeItem(pytest.Item):
                         + ", ".join(self.exchange["broker_options"]) + "; --broker-addr names a running one")
         if settings.broker_addr and any("pause_broker" in step for step in self.exchange["steps"]):
             pytest.skip("pauses the broker (SIGSTOP); --broker-addr names one the suite did not start")
+        if not (settings.capture and settings.capture.capture) and any(
+                step.get("ttl") for step in self.exchange["steps"]):
+            pytest.skip("checks the multicast TTL, which only the capture on lo sees; "
+                        f"multicast checks here: {settings.capture.describe() if settings.capture else 'none'}")
+        if self.target in _UNSTARTABLE:
+            pytest.skip(f"not run: target {self.target} cannot start "
+                        f"({_UNSTARTABLE[self.target]})")
         self.exchange_run = ExchangeRun(self.exchange, settings)
-        self.exchange_run.run()
+        try:
+            self.exchange_run.run()
+        except TargetError as error:
+            if error.cannot_start:
+                _UNSTARTABLE[self.target] = f"see {self.exchange['id']}: {error}"
+                if set(_UNSTARTABLE) >= set(self.config.stash[TARGETS]):
+                    self.session.shouldstop = "no target can start"
+            raise
 
     def teardown(self):
         # The report is written by now; keep no files open across the session.

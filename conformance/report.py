@@ -16,10 +16,12 @@ import re
 
 import pytest
 
+from .causes import group_failures
 from .specfile import load_spec
 
 __all__ = ["CaseResult", "ResultBook", "PROPERTY_NAMES"]
 
+MAX_TERMINAL_CAUSES = 6
 # The user_properties of an exchange item, in this order.
 PROPERTY_NAMES = ("id", "target", "title", "level", "role", "section")
 LEVELS = ("core", "extended")
@@ -90,7 +92,7 @@ def _failure_text(report):
 XDIST_NODE_LINE = re.compile(r"\[gw\d+\] .* -- Python ")
 
 
-def _failure_summary(text, limit=160):
+def _failure_summary(text, limit=400):
     """One line: the failed step, what was expected and what was received."""
     lines = [line.strip() for line in text.splitlines()]
     for index, line in enumerate(lines):
@@ -99,7 +101,7 @@ def _failure_summary(text, limit=160):
             for detail in lines[index + 1:]:
                 if not detail:
                     break
-                if detail.startswith(("expected:", "received:")):
+                if detail.startswith(("expected:", "received:", "note:")):
                     parts.append(detail)
             summary = "; ".join(parts)
             break
@@ -119,6 +121,7 @@ class ResultBook:
         self.written = []  # report files written, for the terminal summary
         self.write_errors = []
         self._spec_order = None
+        self._needs = {}   # case id -> ids of the cases it needs (the spec's needs:)
 
     # -- collecting ------------------------------------------------------------
 
@@ -157,6 +160,8 @@ class ResultBook:
                 spec = load_spec(self.config.getoption("spec"))
                 for index, exchange in enumerate(spec.get("exchanges") or []):
                     self._spec_order.setdefault(str(exchange.get("id")), index)
+                    if exchange.get("needs"):
+                        self._needs[str(exchange["id"])] = [str(n) for n in exchange["needs"]]
             except Exception:
                 pass
         order = self._spec_order
@@ -190,6 +195,13 @@ class ResultBook:
                            for level in LEVELS if counts[level][1])
         return (f"{levels or 'no case'}; {counts['failed']} failed, "
                 f"{counts['skipped']} skipped")
+
+    def causes(self, target):
+        """The failures of ``target`` grouped by cause (causes.py), biggest first."""
+        failures = [(case, self.cases[case]["level"], result.reason)
+                    for case, name, result in self.failures() if name == target]
+        self.ordered_cases()   # loads the spec's needs
+        return group_failures(failures, self._needs)
 
     def failures(self):
         for case in self.ordered_cases():
@@ -228,6 +240,13 @@ class ResultBook:
         for target in self.ordered_targets():
             if target in failed:
                 tr.write_line(f"failed on {target}: {', '.join(failed[target])}")
+                causes = self.causes(target)
+                for cause in causes[:MAX_TERMINAL_CAUSES]:
+                    tr.write_line(f"  {len(cause.cases)} x {cause.describe()}: "
+                                  f"{', '.join(cause.cases)}")
+                if len(causes) > MAX_TERMINAL_CAUSES:
+                    tr.write_line(f"  ... {len(causes) - MAX_TERMINAL_CAUSES} more causes "
+                                  "in the report (--report)")
 
     # -- the files ---------------------------------------------------------------
 
@@ -263,6 +282,35 @@ class ResultBook:
         when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
         return settings, spec_path, version, network, when
 
+    def conditions(self):
+        """(label, value) of everything that shaped the verdicts, for every report."""
+        settings, spec_path, version, network, when = self._about()
+        first = next(iter(settings.values()), None)
+        rows = [("spec", f"{spec_path}" + (f" (version {version})" if version else "")),
+                ("levels", _levels_line(self.config)),
+                ("selection", _selection_line(self.config)),
+                ("network", network)]
+        if first is not None:
+            rows += [("multicast checks", first.capture.describe() if first.capture
+                      else "joined receiver socket"),
+                     ("timing", f"word delay {first.word_delay:g} s, fetch interval "
+                                f"{first.fetch_interval:g} s (--word-delay, --fetch-interval); "
+                                "step timeout 5 s unless the case sets its own")]
+        return rows
+
+    def _cause_lines(self, target):
+        """Markdown lines: the causes of ``target``'s failures and the cases each explains."""
+        out = []
+        for cause in self.causes(target):
+            cases = ", ".join(
+                f"{case} ({self.cases[case]['level']}"
+                + (f", needs {cause.premise_of[case]}" if case in cause.premise_of else "")
+                + ")" for case in cause.cases)
+            out.append(f"- **{_md(cause.describe())}**: {len(cause.cases)} "
+                       f"case{'s' if len(cause.cases) != 1 else ''}: {_md(cases)}; "
+                       f"e.g. {_md(cause.example)}")
+        return out
+
     def _target_rows(self, settings):
         for target in self.ordered_targets():
             setting = settings.get(target)
@@ -279,18 +327,25 @@ class ResultBook:
         settings, spec_path, version, network, when = self._about()
         targets = self.ordered_targets()
         out = ["# workq conformance report", "",
-               f"- spec: `{spec_path}`" + (f" (version {version})" if version else ""),
-               f"- run: {when}; pytest exit status {exitstatus}",
-               f"- network: {network}", ""]
-        out += ["## Targets", "",
-                "| target | totals | broker | worker |", "|---|---|---|---|"]
+               f"- run: {when}; pytest exit status {exitstatus}"]
+        out += [f"- {label}: {_md(value)}" for label, value in self.conditions()]
+        out += ["", "## Targets", "",
+                "| target | totals | broker | worker | client-port replies |",
+                "|---|---|---|---|---|"]
         for target, broker, worker in self._target_rows(settings):
             out.append(f"| {_md(target)} | {_md(self.totals_line(target))} | "
-                       f"{_md_code(broker)} | {_md_code(worker)} |")
+                       f"{_md_code(broker)} | {_md_code(worker)} | "
+                       f"{_md(_replies_of(settings.get(target)))} |")
         if not targets:
-            out.append("| (no case ran) | | | |")
+            out.append("| (no case ran) | | | | |")
         out += ["", "## Totals", ""]
         out += [f"- **{target}**: {self.totals_line(target)}" for target in targets]
+        out += ["", "## Causes", "",
+                "Failures grouped by what the target did; a cause explains each case "
+                "listed after it (a case that `needs` a failing case is filed under it).", ""]
+        for target in targets:
+            lines = self._cause_lines(target)
+            out += [f"### Causes on {_md(target)}", ""] + (lines or ["None."]) + [""]
         out += ["", "## Cases", "",
                 "| id | level | role | section | title | " + " | ".join(
                     _md(t) for t in targets) + " |",
@@ -325,46 +380,100 @@ class ResultBook:
                "body{font-family:sans-serif;margin:2em}",
                "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
                "padding:.2em .5em;text-align:left;vertical-align:top}",
-               ".PASS{background:#dfd}.FAIL,.ERROR{background:#fdd}.SKIP{background:#eee}",
+               "td.id,th.id{white-space:nowrap;font-family:monospace}",
+               "td.title{min-width:18em}td.cell{max-width:28em}",
+               # Core failures stand out; extended ones (workq's additions) are paler.
+               ".PASS{background:#dfd}.SKIP{background:#eee}",
+               ".core .FAIL,.core .ERROR{background:#f99}",
+               ".extended .FAIL,.extended .ERROR{background:#fde3c0}",
                "pre{background:#f6f6f6;padding:1em;overflow-x:auto}",
                "</style></head><body>", "<h1>workq conformance report</h1>", "<ul>",
-               f"<li>spec: <code>{e(str(spec_path))}</code>"
-               + (f" (version {e(str(version))})" if version else "") + "</li>",
-               f"<li>run: {e(when)}; pytest exit status {exitstatus}</li>",
-               f"<li>network: {e(network)}</li>", "</ul>",
-               "<h2>Targets</h2>",
-               "<table><tr><th>target</th><th>totals</th><th>broker</th><th>worker</th></tr>"]
+               f"<li>run: {e(when)}; pytest exit status {exitstatus}</li>"]
+        out += [f"<li>{e(label)}: {e(str(value))}</li>" for label, value in self.conditions()]
+        out += ["</ul>", "<h2>Targets</h2>",
+                "<table><tr><th>target</th><th>totals</th><th>broker</th><th>worker</th>"
+                "<th>client-port replies</th></tr>"]
         for target, broker, worker in self._target_rows(settings):
-            out.append(f"<tr><td>{e(target)}</td><td>{e(self.totals_line(target))}</td>"
-                       f"<td><code>{e(broker)}</code></td><td><code>{e(worker)}</code></td></tr>")
-        out += ["</table>", "<h2>Cases</h2>",
-                "<table><tr><th>id</th><th>level</th><th>role</th><th>section</th>"
-                "<th>title</th>" + "".join(f"<th>{e(t)}</th>" for t in targets) + "</tr>"]
-        for case in self.ordered_cases():
-            props = self.cases[case]
-            row = "".join(f"<td>{e(props[name])}</td>"
-                          for name in ("level", "role", "section", "title"))
-            for target in targets:
-                result = self.results.get((case, target))
-                if result is None:
-                    row += "<td>not run</td>"
-                elif result.failed:
-                    row += (f"<td class='{result.status}'><a href='#{e(case)}-{e(target)}'>"
-                            f"{e(result.cell())}</a></td>")
-                else:
-                    row += f"<td class='{result.status}'>{e(result.cell())}</td>"
-            out.append(f"<tr><td>{e(case)}</td>{row}</tr>")
-        out += ["</table>", "<h2>Failures</h2>"]
+            out.append(f"<tr><td class='id'>{e(target)}</td><td>{e(self.totals_line(target))}"
+                       f"</td><td><code>{e(broker)}</code></td><td><code>{e(worker)}</code>"
+                       f"</td><td>{e(_replies_of(settings.get(target)))}</td></tr>")
+        out += ["</table>", "<h2>Causes</h2>",
+                "<p>Failures grouped by what the target did; a cause explains each case "
+                "listed after it (a case that needs a failing case is filed under it).</p>"]
+        for target in targets:
+            out.append(f"<h3>Causes on {e(target)}</h3>")
+            causes = self.causes(target)
+            if not causes:
+                out.append("<p>None.</p>")
+                continue
+            out.append("<ul>")
+            for cause in causes:
+                links = ", ".join(
+                    f"<a href='#{e(case)}-{e(target)}'>{e(case)}</a> "
+                    f"({e(self.cases[case]['level'])})" for case in cause.cases)
+                out.append(f"<li><b>{e(cause.describe())}</b>: {links}<br>"
+                           f"<small>e.g. {e(cause.example)}</small></li>")
+            out.append("</ul>")
+        for level in LEVELS:
+            cases = [case for case in self.ordered_cases()
+                     if self.cases[case]["level"] == level]
+            if not cases:
+                continue
+            out += [f"<h2>{level.capitalize()} cases ({len(cases)})</h2>",
+                    f"<table class='{level}'><tr><th class='id'>id</th><th>role</th>"
+                    "<th>section</th><th>title</th>"
+                    + "".join(f"<th class='id'>{e(t)}</th>" for t in targets) + "</tr>"]
+            for case in cases:
+                props = self.cases[case]
+                row = (f"<td>{e(props['role'])}</td><td>{e(props['section'])}</td>"
+                       f"<td class='title'>{e(props['title'])}</td>")
+                for target in targets:
+                    result = self.results.get((case, target))
+                    if result is None:
+                        row += "<td class='cell'>not run</td>"
+                    elif result.failed:
+                        row += (f"<td class='cell {result.status}'><a href='#{e(case)}-"
+                                f"{e(target)}'>{e(result.cell())}</a></td>")
+                    else:
+                        row += f"<td class='cell {result.status}'>{e(result.cell())}</td>"
+                out.append(f"<tr><td class='id'>{e(case)}</td>{row}</tr>")
+            out.append("</table>")
+        out.append("<h2>Failures</h2>")
         failures = list(self.failures())
         if not failures:
             out.append("<p>None.</p>")
         for case, target, result in failures:
-            out += [f"<h3 id='{e(case)}-{e(target)}'>{e(case)} on {e(target)}: "
-                    f"{e(self.cases[case]['title'])}</h3>",
+            out += [f"<h3 id='{e(case)}-{e(target)}'>{e(case)} on {e(target)} "
+                    f"({e(self.cases[case]['level'])}): {e(self.cases[case]['title'])}</h3>",
                     f"<p>{e(result.status)}: {e(result.reason)}</p>",
                     f"<pre>{e(result.text)}</pre>"]
         out.append("</body></html>")
         return "\n".join(out) + "\n"
+
+
+def _replies_of(setting):
+    replies = getattr(setting, "replies", None)
+    return replies.describe() if replies is not None else "workq (JOB -> 'ID <n>')"
+
+
+def _levels_line(config):
+    from . import plugin  # loaded by now, as in _target_settings
+    return plugin._levels_line(config)
+
+
+def _selection_line(config):
+    """The case selection options of the run, as given."""
+    parts = []
+    for option, dest in (("--case", "workq_case"), ("--section", "workq_section"),
+                         ("--role", "workq_role"), ("-k", "keyword"), ("-m", "markexpr")):
+        try:
+            values = config.getoption(dest)
+        except ValueError:
+            continue
+        for value in values if isinstance(values, list) else [values]:
+            if value:
+                parts.append(f"{option} {value}")
+    return " ".join(parts) or "every case"
 
 
 def _target_settings(config):

@@ -33,8 +33,8 @@ def pytest_addoption(parser):
                          "names: 'framing' selects framing and framing.errors")
     group.addoption("--level", action="append", dest="workq_level",
                     metavar="core|extended",
-                    help="run only cases of this level (core: the original system; "
-                         "extended: workq's additions)")
+                    help="run only cases of this level (core: exactly what the assignment "
+                         "requires; extended: workq's additions and choices)")
     group.addoption("--role", action="append", dest="workq_role",
                     metavar="broker|system|worker",
                     help="run only cases of this role")

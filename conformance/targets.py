@@ -4,6 +4,7 @@ never imports an implementation."""
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,13 +12,56 @@ import tempfile
 import time
 
 __all__ = ["TargetError", "Target", "free_tcp_port", "is_listening",
-           "udp_ports_of_process_tree"]
+           "udp_ports_of_process_tree", "why_cannot_start"]
 
 STOP_GRACE_SECONDS = 2.0
 
 
 class TargetError(Exception):
-    """A target could not be started or did not come up."""
+    """A target could not be started or did not come up. ``cannot_start`` is
+    True when its program could not even be executed (no such file, no
+    execute bit): no case of that target can run."""
+
+    cannot_start = False
+
+
+def _program(words):
+    """The program a command's words run, past ``env`` and its VAR=value words,
+    and the script when the program is a Python interpreter."""
+    while words and (words[0] == "env" or ("=" in words[0] and not words[0].startswith("-"))):
+        words = words[1:]
+    if not words:
+        return None, None
+    program, script = words[0], None
+    if os.path.basename(program).startswith("python") and len(words) > 1 \
+            and not words[1].startswith("-"):
+        script = words[1]
+    return program, script
+
+
+def why_cannot_start(command_line, cwd):
+    """Why ``command_line`` (placeholders filled) cannot start, run in ``cwd``:
+    its program is missing or has no execute bit, or the Python script it
+    names is missing. None when nothing is visibly wrong."""
+    try:
+        words = shlex.split(command_line)
+    except ValueError as error:
+        return f"the command cannot be split into words: {error}"
+    program, script = _program(words)
+    if program is None:
+        return "the command names no program"
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        if not os.path.exists(path):
+            return f"{program}: no such file (relative paths start at {cwd})"
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            return (f"{program}: not executable (no execute bit): chmod +x it, or start it "
+                    f"with its interpreter, e.g. '{{python}} {program} ...'")
+    elif shutil.which(program) is None:
+        return f"{program}: not found on PATH"
+    if script is not None and not os.path.exists(os.path.join(cwd, script)):
+        return f"{script}: no such file (relative paths start at {cwd})"
+    return None
 
 
 def free_tcp_port():
@@ -112,7 +156,9 @@ class Target:
                 # Own process group: a wrapper's children get the signals too.
                 start_new_session=True)
         except OSError as error:
-            raise TargetError(f"cannot start {label}: {command_line}: {error}") from None
+            failure = TargetError(f"cannot start {label}: {command_line}: {error}")
+            failure.cannot_start = True
+            raise failure from None
 
     @property
     def pid(self):

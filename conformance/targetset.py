@@ -5,8 +5,10 @@ already runs) and a worker command template. They come from:
 
 - ``--impl select|threads`` (also ``select,threads``): our implementations;
 - ``--broker-cmd``, ``--worker-cmd``, ``--broker-addr``: replace the broker or
-  the worker of the ``--impl`` target(s), which are then named ``custom``
-  (``custom-select``, ``custom-threads`` when there are several);
+  the worker of the ``--impl`` target(s), which are then named after the
+  program (``--broker-cmd './alice/broker ...'``: ``broker``; a Python
+  script: its name without ``.py``; ``--broker-addr``: ``running-broker``),
+  with ``-select``/``-threads`` added when there are several;
 - ``--target NAME=BROKER[;WORKER]`` (repeatable): a named target. An empty
   or missing part is played by our select implementation; BROKER may be
   ``@HOST:CLIENT_PORT:WORKER_PORT`` for a broker that already runs.
@@ -15,7 +17,9 @@ With neither ``--target`` nor ``--impl`` nor a command option, the run tests
 our select implementation.
 """
 
+import os
 import re
+import shlex
 from dataclasses import dataclass
 
 __all__ = ["TargetOptionError", "TargetSpec", "IMPL_NAMES", "parse_impl_list",
@@ -96,6 +100,25 @@ def parse_target(text, default_broker, default_worker, port=int):
                       broker_addr, origin)
 
 
+def _program_name(template):
+    """A target name from a command template: its program's (or Python
+    script's) file name without extension; ``custom`` when none fits."""
+    try:
+        words = shlex.split(template or "")
+    except ValueError:
+        words = []
+    for word in words:
+        if word in ("{python}", "env") or "=" in word or word.startswith("-") \
+                or os.path.basename(word).startswith("python") or word in ("java", "node"):
+            continue
+        stem = os.path.splitext(os.path.basename(word.rstrip("/")))[0]
+        stem = re.sub(r"[^A-Za-z0-9_.+-]", "-", stem).strip("-.")
+        if stem and NAME.match(stem):
+            return stem
+        break
+    return "custom"
+
+
 def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
                     implementations, port=int):
     """All targets of a run, in order; ``implementations`` maps ``select`` and
@@ -111,7 +134,9 @@ def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
         for name in impls:
             impl_broker, impl_worker = implementations[name]
             if custom:
-                label = "custom" if len(impls) == 1 else f"custom-{name}"
+                stem = _program_name(broker_cmd) if broker_cmd else (
+                    "running-broker" if broker_addr else _program_name(worker_cmd))
+                label = stem if len(impls) == 1 else f"{stem}-{name}"
                 origin = " ".join(
                     option for option, value in (("--broker-cmd", broker_cmd),
                                                  ("--worker-cmd", worker_cmd),

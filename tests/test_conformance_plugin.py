@@ -443,6 +443,21 @@ exchanges:
       - expect: "FETCH 10"
       - send: NOJOB
       - expect_idle_wait: {min: 0.5, max: 40, pattern: "FETCH 10"}
+  - id: WRK-905
+    title: the TTL check (ttl true) against a fake worker
+    section: test
+    level: extended
+    role: worker
+    steps:
+      - start_worker: w
+      - accept_worker: c
+      - expect: FETCH
+      - send: NOJOB
+      - expect: FETCH
+      - send: JOB 7 a b c
+      - expect_words: [a, b, c]
+        job: 7
+        ttl: true
 '''
 
 
@@ -508,7 +523,8 @@ def test_a_broken_fake_worker_is_caught_and_the_defect_named(fakes, flags, case,
 def test_the_capture_sees_ttl_and_destination(fakes, flag, message):
     if not capture_permitted():
         pytest.skip("capturing on lo is not permitted here")
-    code, output = run_worker_role(fakes, flag)
+    # The TTL is checked only where a step asks (ttl: true): WRK-905.
+    code, output = run_worker_role(fakes, flag, case="WRK-905" if flag == "--ttl-64" else "WRK-901")
     assert code == 1, output
     assert "-- multicast checks: scapy capture on lo" in output
     assert message in output, output
@@ -522,6 +538,20 @@ def test_long_poll_fetch_steps_lets_the_steps_answer_fetch_with_seconds(fakes):
     code, output = run_worker_role(fakes, "--long-poll", case="WRK-904")
     assert code == 0, output
     assert "1 passed" in output, output
+
+
+def test_the_ttl_is_not_checked_where_no_step_asks(fakes):
+    if not capture_permitted():
+        pytest.skip("capturing on lo is not permitted here")
+    code, output = run_worker_role(fakes, "--ttl-64")
+    assert code == 0, output   # WRK-901's words pass: the TTL is WRK-905's property
+    assert "TTL 64, expected" not in output
+
+
+def test_a_ttl_case_is_skipped_without_the_capture(fakes):
+    code, output = run_worker_role(fakes, case="WRK-905", extra=["--mcast-capture", "off", "-rs"])
+    assert code == 0, output
+    assert "1 skipped" in output and "checks the multicast TTL, which only the capture" in output
 
 
 def test_without_capture_the_report_says_what_goes_unchecked(fakes):

@@ -28,6 +28,8 @@ FAKE_BROKER = r'''
 import socketserver, sys, threading
 client_port, worker_port = int(sys.argv[1]), int(sys.argv[2])
 broken = "--broken" in sys.argv
+if "--strict" in sys.argv and any(a.startswith("--max") for a in sys.argv):
+    sys.exit("usage: fake_broker.py CLIENT_PORT WORKER_PORT [--broken] [--strict]")
 jobs, lock = [], threading.Lock()
 
 class Handler(socketserver.StreamRequestHandler):
@@ -145,7 +147,7 @@ def test_bad_options_are_usage_errors(args, message):
 # -- targets and reports ---------------------------------------------------------------
 
 def test_two_targets_give_one_table_with_a_column_each(tmp_path):
-    cases = ["FRM-004", "JOB-001", "STA-001"]
+    cases = ["FRM-001", "JOB-001", "STA-001"]
     code, output = run_suite("--impl", "select,threads", "--case", ",".join(cases), "-n", "2",
                              "--report", str(tmp_path / "r.md"),
                              "--report-html", str(tmp_path / "r.html"),
@@ -161,7 +163,9 @@ def test_two_targets_give_one_table_with_a_column_each(tmp_path):
     assert all(row.endswith("| PASS | PASS |") for row in rows), rows
     assert "- **select**: core 3/3; 0 failed, 0 skipped" in report
     assert "- **threads**: core 3/3; 0 failed, 0 skipped" in report
-    assert "<th>select</th><th>threads</th>" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "<th class='id'>select</th><th class='id'>threads</th>" in page
+    assert "<h2>Core cases (3)</h2>" in page and "Extended cases" not in page
     testcases = ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
     names = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in testcases}
@@ -259,11 +263,17 @@ def resolve(impl=None, broker_cmd=None, worker_cmd=None, broker_addr=None, targe
 def test_target_options_resolve_to_named_targets():
     assert [(t.name, t.broker_cmd, t.worker_cmd) for t in resolve()] == [("select", "SB", "SW")]
     assert [t.name for t in resolve("select,threads")] == ["select", "threads"]
+    # A target given by command options is named after its program, not "custom".
     assert [(t.name, t.broker_cmd, t.worker_cmd) for t in resolve(broker_cmd="B")] == \
-        [("custom", "B", "SW")]
+        [("B", "B", "SW")]
     assert [(t.name, t.broker_cmd, t.worker_cmd)
             for t in resolve("select,threads", worker_cmd="W")] == \
-        [("custom-select", "SB", "W"), ("custom-threads", "TB", "W")]
+        [("W-select", "SB", "W"), ("W-threads", "TB", "W")]
+    assert resolve(broker_cmd="{python} /home/alice/workQueue.py {client_port}")[0].name \
+        == "workQueue"
+    assert resolve(broker_cmd="java -jar /srv/bob/broker.jar {client_port}")[0].name \
+        == "broker"
+    assert resolve(broker_addr="h:1:2")[0].name == "running-broker"
     assert [t.name for t in resolve(targets=["a=A", "b=B;W"])] == ["a", "b"]
     assert [t.name for t in resolve("threads", targets=["a=A"])] == ["threads", "a"]
     assert resolve(broker_addr="h:1:2")[0].broker_addr == ("h", 1, 2)
@@ -284,3 +294,49 @@ def test_target_templates_split_at_the_first_unquoted_semicolon():
     for bad in ("=x", "a b=x", "a=", "a=;", "a=@h:x:1"):
         with pytest.raises(TargetOptionError):
             parse_target(bad, "SB", "SW")
+
+
+def test_options_a_case_appends_to_the_broker_are_announced(fake, tmp_path):
+    code, output = run_suite("--target", f"lax={fake}", "--target", f"strict={fake} --strict",
+                             "--case", "LIM-001", "--report", str(tmp_path / "r.md"))
+    assert code == 1, output
+    report = (tmp_path / "r.md").read_text()
+    lax = report.split("### LIM-001 on lax:", 1)[1].split("\n### ", 1)[0]
+    # A broker that ignores the option: the failure says which option the case added.
+    assert "received: ID 3" in lax
+    assert ("note: this case appends '--max-waiting 2' to the broker's command (the spec's "
+            "broker_options: max_waiting); a broker that ignores the option fails here") in lax
+    assert "-- note: this case appends '--max-waiting 2'" in lax   # in the transcript too
+    # A broker that rejects it: the failure says it does not accept the option.
+    strict = report.split("### LIM-001 on strict:", 1)[1].split("\n### ", 1)[0]
+    assert "exited with code 1 before listening" in strict
+    assert ("this case starts the broker with the option '--max-waiting 2' appended to its "
+            "command; a broker that does not accept it cannot run this case") in strict
+
+
+def test_failures_are_grouped_by_cause():
+    from conformance.causes import group_failures
+    failures = [
+        ("LPL-001", "extended", "step 5: expect on w; expected: JOB {id:int} x; received: NOJOB"),
+        ("FET-005", "core", "step 9: expect on w; expected: JOB {b} second; received: JOB 1 first"),
+        ("LPL-004", "extended", "step 8: expect on w1; expected: JOB {a} y; received: NOJOB"),
+        ("SYS-006", "extended", "step 5: expect words: TTL 32, expected 1 (datagram 'home' from w)"),
+        ("OWN-004", "extended", "step 9: expect on w1; expected: JOB {b} two; received: JOB 1 one"),
+        ("SYS-002", "core", "step 3: expect syslog; expected: {_:any}starting job{_:any}; "
+                            "received: no matching syslog message within 5.0 s (4 in all)"),
+        ("WRK-005", "core", "step 8: expect syslog; expected: {_:any}starting job{_:any}; "
+                            "received: no matching syslog message within 5.0 s (6 in all)"),
+        ("WRK-011", "core", "step 5: accept_worker c2; expected: a connection; "
+                            "received: no connection within 10.0 s"),
+    ]
+    causes = group_failures(failures, {"OWN-004": ["FET-005", "FRM-001"]})
+    grouped = [(cause.key, cause.cases) for cause in causes]
+    assert grouped[0] == ("received: NOJOB", ["LPL-001", "LPL-004"])
+    assert ("received: JOB N first", ["FET-005", "OWN-004"]) in grouped   # needs: its premise
+    assert ("received: no matching syslog message within N s (N in all) "
+            "(expected: {_:any}starting job{_:any})", ["SYS-002", "WRK-005"]) in grouped
+    assert ("expect words: TTL N, expected N (datagram '…' from w)", ["SYS-006"]) in grouped
+    assert len(causes) == 5
+    premise = next(cause for cause in causes if "OWN-004" in cause.cases)
+    assert premise.premise_of == {"OWN-004": "FET-005"}
+    assert premise.example.startswith("FET-005: step 9: expect on w; expected: JOB {b} second")

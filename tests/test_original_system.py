@@ -47,13 +47,27 @@ DOCUMENTED_SYSLOG = ("fetching job", "starting job", "completed job")
 def _undocumented_syslog_steps(exchange):
     return [step["expect_syslog"] for step in exchange["steps"]
             if "expect_syslog" in step
-            and not step["expect_syslog"].startswith(DOCUMENTED_SYSLOG)]
+            and not step["expect_syslog"].removeprefix("{_:any}").startswith(DOCUMENTED_SYSLOG)]
 
 
 # Core cases that ask for more syslog than the original is known to send:
 # case id -> the first such pattern (where the original must fail).
 MISLEVELED = {e["id"]: _undocumented_syslog_steps(e)[0] for e in EXCHANGES
               if e["level"] == "core" and _undocumented_syslog_steps(e)}
+
+# Extended cases the original passes, and why. LPL-001 passes now and then (a core
+# broker that happens to read the JOB before the FETCH 30 hands the job over).
+PASSES_BY_NATURE = {
+    "FRM-003",   # it strips the line, CR included: CRLF works (a workq choice it shares)
+    "FRM-004",   # it upper-cases the command word (a workq choice it shares)
+    "ERR-012", "JOB-010", "WRK-040",   # no limit at all: the longest lines are accepted
+    "FRM-010", "LPL-002",   # FETCH <anything> is a plain FETCH: NOJOB at once
+    "SYS-006",   # this copy pins its multicast to 127.0.0.1 with TTL 1, so the tests are safe
+    "WRK-009",   # an ERR to DONE is read and forgotten
+    "WRK-034",   # its worker polls and waits the fetch interval after every NOJOB
+    "ERR-027",   # it keeps a job's text as it came, Unicode spaces included
+    "WRK-013", "WRK-014",   # it logs "fetching job" before every FETCH, the id in the others
+}
 
 # Extended cases the original must fail, and what the failure must say: the
 # report names each missing addition.
@@ -121,19 +135,6 @@ def test_the_original_passes_the_core_level(tmp_path):
     assert code == (1 if MISLEVELED else 0), output
 
 
-# Most of the extended level is what the original lacks; these it passes by
-# nature, each for the reason given.
-EXTENDED_PASSES = {
-    "ERR-012": "a broker without a line limit accepts a line of exactly the limit",
-    "JOB-010": "a broker without a text limit accepts the longest text",
-    "ERR-027": "it keeps a job's text as it came, Unicode spaces included",
-    "FRM-010": "it never holds a FETCH, so a half-closed worker gets NOJOB at once",
-    "LPL-002": "NOJOB at once is indistinguishable from NOJOB after the wait (no durations)",
-    "WRK-009": "its worker reads an ERR to DONE and goes on",
-    "WRK-034": "its worker polls and waits the fetch interval after every NOJOB",
-    "WRK-040": "its worker reads lines of any length",
-}
-
 # The extended level runs in three parts (its broker cases in two halves, and
 # its system and worker cases), so that an outer `-n 2` runs them side by side:
 # many of them fail only at a timeout.
@@ -162,10 +163,13 @@ def test_the_original_fails_the_extended_level_and_the_report_names_it(part, tmp
         for text in messages:
             assert text in failure, f"{case}: {text!r} missing from:\n{failure}"
     failed = [case for case, (_, cell) in rows.items() if cell != "PASS"]
-    passed = sorted(set(cases) - set(failed))
-    expected = sorted(set(cases) & set(EXTENDED_PASSES))
-    assert passed == expected, f"extended cases the original passes: expected {expected}, " \
-                               f"got {passed}:\n{rows}"
+    # Most of the extended level is what the original lacks; the cases it passes
+    # are those a plain system passes by nature, or workq choices this
+    # reconstruction happens to share. LPL-001 it may pass by a race.
+    passed = {case for case in cases if case not in failed} - {"LPL-001"}
+    expected = set(cases) & PASSES_BY_NATURE
+    assert passed == expected, f"extended cases the original passes: expected " \
+                               f"{sorted(expected)}, got {sorted(passed)}"
     summary = (f"- **original**: extended {len(cases) - len(failed)}/{len(cases)}; "
                f"{len(failed)} failed, 0 skipped")
     assert summary in report, report[:2000]
