@@ -94,6 +94,10 @@ def usage():
 
 def main(argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
+    if "--workload" in args:
+        # The workload mode (conformance/workload/): no pytest, its own options.
+        from .workload.cli import main as workload_main
+        return workload_main(args)
     options = args[:args.index("--")] if "--" in args else args
     if "-h" in options or "--help" in options:
         sys.stdout.write(usage())
