@@ -200,13 +200,14 @@ class Nemesis:
         for at, duration, kind in self.plan:
             if stop.wait(max(0.0, at - history.now())):
                 return
+            began = time.monotonic()   # recorded as the start: before anything was done
             targets = self._start(kind)
             if targets is None:
                 history.add("info", "nemesis", "fault", {"fault": kind, "phase": "skipped",
                                                          "why": "no target for it now"})
                 continue
             history.add("info", "nemesis", "fault",
-                        {"fault": kind, "phase": "start", "targets": targets})
+                        {"fault": kind, "phase": "start", "targets": targets}, at=began)
             stop.wait(duration)
             self._end(kind, targets)
             history.add("info", "nemesis", "fault",

@@ -464,9 +464,10 @@ class WorkloadRun:
                     conns.append(conn)
                 if behaviour == "fetch-vanish":
                     conns[0].send("FETCH")
+                    at = time.monotonic()      # before the broker can see the close
                     conns[0].close()
                     history.add("info", name, "disconnect", {"held": [], "unknown": True,
-                                                             "why": behaviour}, conns[0].id)
+                                                             "why": behaviour}, conns[0].id, at=at)
                     continue
                 ops = [history.invoke(name, "fetch", {"behaviour": behaviour}, c.id) for c in conns]
                 for c in conns:
@@ -495,9 +496,10 @@ class WorkloadRun:
                 if behaviour == "disconnect-mid-job":
                     self.stop_load.wait(rng.uniform(0.05, 0.2))
                     for c, job_id in zip(conns, jobs):
+                        at = time.monotonic()  # before the broker can see the close
                         c.close()
                         history.add("info", name, "disconnect", {
-                            "held": [job_id] if job_id else [], "why": behaviour}, c.id)
+                            "held": [job_id] if job_id else [], "why": behaviour}, c.id, at=at)
                     continue
                 for c, job_id in zip(conns, jobs):
                     if job_id is None:
