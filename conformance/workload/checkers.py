@@ -31,6 +31,10 @@ words-missing        a completed job of which no worker sent every word
 words-out-of-order   a worker sent a job's words out of order
 words-torn           a datagram that is not exactly one word and LF
 words-after-done     a worker sent words of a job after its own DONE of it
+bad-reply            a reply the protocol does not allow to a well-formed request
+unanswered           a request not answered within 5 s, the broker neither paused
+                     nor restarting
+crashed              a broker or worker process exited without being killed
 not-drained          jobs still unfinished ``drain_bound`` s after the faults
                      stopped (completed later, or never: then also ``lost``)
 ==================== ==========================================================
@@ -48,6 +52,7 @@ WORD = re.compile(r"(k\d+)\.(\d+)\.(\d+)\Z")
 KEY = re.compile(r"k\d+")
 RANK = {"waiting": 0, "running": 1, "completed": 2}
 LOSS_FAULTS = ("kill-worker", "kill-workers", "restart-broker")
+BROKER_FAULTS = ("pause-broker", "restart-broker")
 MAX_SHOWN = 20   # anomalies of one name listed in full; the rest only counted
 
 
@@ -274,26 +279,24 @@ def exclusive_holding(facts):
 def ownership(facts):
     """DONE is accepted only from the worker holding the job (extended level)."""
     anomalies = []
-    holder = {}     # id -> process holding it, from the suite workers' view
-    for event in facts.events:
+    holders = defaultdict(dict)     # id -> {suite worker: its FETCH ok}
+    by_index = {event["index"]: event for event in facts.events}
+    for event in sorted(facts.events, key=lambda e: e["time"]):
         if event["f"] == "fetch" and event["type"] == "ok" and event["value"].get("id") is not None:
-            holder[event["value"]["id"]] = (event["process"], event)
+            holders[event["value"]["id"]][event["process"]] = event
         elif event["f"] == "disconnect":
             for job_id in event["value"].get("held", []):
-                if holder.get(job_id, (None,))[0] == event["process"]:
-                    del holder[job_id]
+                holders[job_id].pop(event["process"], None)
         elif event["f"] == "done" and event["type"] == "ok":
-            invoke = facts.events[event["op"]]
+            invoke = by_index[event["op"]]
             job_id = invoke["value"]["id"]
-            held = holder.get(job_id)
-            if held is not None and held[0] == event["process"]:
-                del holder[job_id]
+            if holders[job_id].pop(event["process"], None) is not None:
                 continue
             anomalies.append(_anomaly(
                 "done-by-non-holder", f"DONE {job_id} from {event['process']} answered "
                 f"{event['value'].get('reply', 'OK')!r}, but it did not hold {_job(facts, job_id)}"
                 + (" (it had completed it already)" if invoke["value"].get("repeat") else ""),
-                *(held[1:] if held else ()), invoke, event))
+                invoke, event))
     if not facts.extended:
         return _result("ownership", [], valid=True,
                        note=f"core target: {len(anomalies)} DONE from non-holders accepted, "
@@ -314,6 +317,8 @@ def status_order(facts):
         best = None   # the completed poll with the earliest ok
         for invoke, result in sorted(polls, key=lambda p: p[0]["time"]):
             state = result["value"].get("state")
+            if state not in RANK and state != "unknown":
+                continue          # not a state at all: the replies checker says so
             if state == "unknown" and ack is not None and ack["time"] < invoke["time"]:
                 anomalies.append(_anomaly(
                     "status-backwards", f"STATUS {job_id} answered unknown at {result['time']:.3f}"
@@ -504,6 +509,67 @@ def words(facts):
                    note=note)
 
 
+def replies(facts):
+    """Every well-formed request gets a reply the protocol allows: JOB an ``ID``
+    (the workload's jobs are short and few), STATUS one of the four states,
+    FETCH ``JOB`` or ``NOJOB``."""
+    anomalies = []
+    for invoke, result in facts.ops:
+        if result is None or result["type"] == "info":
+            continue
+        value, wrong = result["value"], None
+        if invoke["f"] == "job" and result["type"] == "fail":
+            wrong = value.get("reply")
+        elif invoke["f"] == "status" and value.get("state") not in (*RANK, "unknown"):
+            wrong = value.get("state")
+        elif invoke["f"] == "fetch" and value.get("id") is None and value.get("reply") != "NOJOB":
+            wrong = value.get("reply")
+        if wrong is not None:
+            anomalies.append(_anomaly(
+                "bad-reply", f"{invoke['f'].upper()} from {invoke['process']} answered "
+                f"{wrong!r}", invoke, result))
+    return _result("replies", anomalies)
+
+
+def liveness(facts):
+    """Every request is answered while the broker runs: an operation that timed
+    out with no broker fault (pause, restart) overlapping it is an anomaly, and
+    so is a target process that exits without being killed. (Clients and the
+    suite's workers talk to the broker directly: worker faults and the
+    network faults between the target workers and the broker do not stop
+    them.)"""
+    windows = []
+    opened = {}
+    for event in facts.faults:
+        value = event["value"]
+        if value.get("fault") not in BROKER_FAULTS:
+            continue
+        key = (value.get("fault"), tuple(value.get("targets", ())))
+        if value.get("phase") == "start":
+            opened[key] = event["time"]
+        elif value.get("phase") == "end" and key in opened:
+            windows.append((opened.pop(key), event["time"]))
+    windows += [(start, float("inf")) for start in opened.values()]
+    anomalies = []
+    for invoke, result in facts.ops:
+        if result is None or result["type"] != "info" or \
+                "timed out" not in str(result["value"].get("error", "")):
+            continue
+        if any(start <= result["time"] and invoke["time"] <= end for start, end in windows):
+            continue
+        anomalies.append(_anomaly(
+            "unanswered", f"{invoke['f'].upper()} from {invoke['process']} not answered within "
+            f"{result['time'] - invoke['time']:.1f} s, the broker neither paused nor "
+            "restarting", invoke, result))
+    for event in facts.events:
+        if event["f"] == "exit":
+            value = event["value"]
+            anomalies.append(_anomaly(
+                "crashed", f"{value.get('name')} (pid {value.get('pid')}) exited with code "
+                f"{value.get('code')} without being killed", event))
+    return _result("liveness", anomalies)
+
+
 def drain(facts):
     """Once the faults stop, every acknowledged job completes within the bound."""
     if facts.heal is None:
@@ -535,11 +601,14 @@ def drain(facts):
 
 CHECKERS = {"total-queue": total_queue, "unique-ids": unique_ids,
             "exclusive-holding": exclusive_holding, "ownership": ownership,
-            "status-order": status_order, "fifo": fifo, "words": words, "drain": drain}
+            "status-order": status_order, "fifo": fifo, "words": words,
+            "replies": replies, "liveness": liveness, "drain": drain}
 
 ANOMALIES = ("lost", "unexpected", "duplicate-id", "double-held", "done-by-non-holder",
              "status-backwards", "status-stale", "fifo-violation", "words-missing",
-             "words-out-of-order", "words-torn", "words-after-done", "not-drained")
+             "words-out-of-order", "words-torn", "words-after-done", "bad-reply", "unanswered",
+             "crashed",
+             "not-drained")
 
 
 def check(events):

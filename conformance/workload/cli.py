@@ -76,6 +76,8 @@ def parser():
     p.add_argument("--durable", action="store_true",
                    help="the broker command keeps its jobs across a restart (enables "
                         "restart-broker for a third-party broker; ours get --store sqlite:)")
+    p.add_argument("--rate", type=_positive, default=40.0, metavar="N",
+                   help="jobs a second the clients offer, in total (default 40)")
     p.add_argument("--workers", type=_count, default=3, metavar="N",
                    help="target worker processes (default 3)")
     p.add_argument("--word-delay", type=_positive, default=0.01, metavar="S",
@@ -131,8 +133,11 @@ def main(argv):
         run_options = WorkloadOptions(
             seconds=options.time, seed=seed, nemesis=kinds, word_delay=options.word_delay,
             fetch_interval=options.fetch_interval, durable=options.durable,
-            cwd=REPO_ROOT, capture=options.mcast_capture == "auto", workers=options.workers)
+            cwd=REPO_ROOT, capture=options.mcast_capture == "auto", workers=options.workers,
+            rate=options.rate)
         run_options.nemesis_explicit = options.nemesis not in ("all", "")
+        run_options.ours_broker = target.broker_cmd in {
+            broker for broker, _ in IMPLEMENTATIONS.values()}
         run = WorkloadRun(target, run_options)
         try:
             events = run.execute()

@@ -24,7 +24,7 @@ proxy cannot lose bytes of a TCP stream. Partition and delay are therefore
 built in user space, inside the private namespace, between the workers and
 the broker's worker port.
 
-Faults run one at a time, each 0.4-1.2 s, with calm gaps of 0.4-1.0 s, from
+Faults run one at a time, each in a slot of its own (see ``schedule``), from
 ``start`` until ``end``; after ``end`` (the heal) no fault is active, so the
 checkers can ask whether the system recovered.
 """
@@ -68,18 +68,21 @@ def parse_nemesis(text):
 
 
 def schedule(rng, kinds, start, end):
-    """[(start, duration, kind)] of faults, one at a time, every kind at least
-    once when the window is long enough, the order shuffled by ``rng``."""
+    """[(start, duration, kind)] of faults, one at a time, in rounds that hold
+    every kind once (order shuffled by ``rng``). Each fault has a slot of
+    ``(end - start) / len(kinds)`` s at most 2.2 s, a third to a half of it
+    the fault, the rest calm; so every kind runs at least once."""
+    if not kinds:
+        return []
+    slot = min(2.2, (end - start) / len(kinds))
     plan, now, order = [], start, []
-    while kinds:
+    while now + slot <= end + 1e-9:
         if not order:
             order = list(kinds)
             rng.shuffle(order)
-        duration = rng.uniform(0.4, 1.2)
-        if now + duration > end:
-            break
+        duration = rng.uniform(0.35, 0.5) * slot
         plan.append((round(now, 3), round(duration, 3), order.pop()))
-        now += duration + rng.uniform(0.4, 1.0)
+        now += slot
     return plan
 
 

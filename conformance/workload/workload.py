@@ -49,6 +49,7 @@ HOST = "127.0.0.1"
 OP_TIMEOUT = 5.0
 WORKERS = 3
 DRAIN_EXTRA = 10.0     # drain bound: seconds after the end of the load
+RATE = 40.0            # jobs a second the clients offer, in total (default)
 
 
 class RunError(Exception):
@@ -60,7 +61,7 @@ class WorkloadOptions:
 
     def __init__(self, seconds=20.0, seed=None, nemesis=(), word_delay=0.01,
                  fetch_interval=0.05, durable=False, python=sys.executable, cwd=None,
-                 multicast_group="239.0.0.1", capture=True, workers=WORKERS, rate=40.0):
+                 multicast_group="239.0.0.1", capture=True, workers=WORKERS, rate=RATE):
         self.seconds = seconds
         self.seed = seed if seed is not None else random.randrange(1, 10**6)
         self.nemesis = list(nemesis)
@@ -74,6 +75,18 @@ class WorkloadOptions:
         self.workers = workers
         self.rate = rate      # jobs per second the clients offer, in total
         self.nemesis_explicit = False   # kinds named on the command line, not "all"
+        self.ours_broker = False        # the broker is ours: durable with --store sqlite:
+
+
+def command(rng, word):
+    """The command word, now and then in lower or mixed case (the protocol's
+    command words are case-insensitive)."""
+    roll = rng.random()
+    if roll < 0.05:
+        return word.lower()
+    if roll < 0.1:
+        return word.capitalize()
+    return word
 
 
 class LineConn:
@@ -137,6 +150,8 @@ class WorkloadRun:
         self.level = "core"
         self.capture_note = ""
         self.errors = []
+        self.killed = set()             # processes the nemesis killed
+        self.noted_exits = set()
 
     def rng_for(self, name):
         """A random generator of its own for one thread, derived from the seed."""
@@ -163,6 +178,7 @@ class WorkloadRun:
             raise RunError(str(error)) from None
 
     def kill_broker(self):
+        self.killed.add(self.broker)
         kill_group(self.broker.pid)
         self.broker.process.wait()
         self.history.add("info", "workload", "broker", {"event": "killed", "pid": self.broker.pid})
@@ -183,6 +199,7 @@ class WorkloadRun:
     def kill_worker(self, name):
         worker = self.workers[name]
         self._trace_ports()       # its ports, for datagrams still in the capture buffer
+        self.killed.add(worker)
         kill_group(worker.pid)
         worker.process.wait()
         self.history.add("info", "workload", "worker",
@@ -222,7 +239,7 @@ class WorkloadRun:
         self.output_port = free_tcp_port()   # any free number; UDP here
         self.broker_command = self._fill(self.target.broker_cmd, client_port=self.client_port,
                                          worker_port=self.worker_port)
-        if "restart-broker" in options.nemesis and self.target.origin.startswith("--impl"):
+        if "restart-broker" in options.nemesis and options.ours_broker:
             self.store_dir = tempfile.mkdtemp(prefix="workq-workload-")
             self.broker_command += " --store " + shlex.quote(
                 "sqlite:" + os.path.join(self.store_dir, "jobs.db"))
@@ -360,7 +377,7 @@ class WorkloadRun:
             key, count, text = self._new_job(rng)
             op = history.invoke(name, "job", {"key": key, "words": count}, conn.id)
             try:
-                conn.send(f"JOB {text}")
+                conn.send(f"{command(rng, 'JOB')} {text}")
                 self._record_job_reply(op, conn.line())
             except (OSError, EOFError) as error:
                 history.complete(op, "info", {"error": str(error) or type(error).__name__})
@@ -382,7 +399,7 @@ class WorkloadRun:
                                   conn.id) for key, count, _ in batch]
             pending = list(ops)
             try:
-                conn.send("\n".join(f"JOB {text}" for _, _, text in batch))
+                conn.send("\n".join(f"{command(rng, 'JOB')} {text}" for _, _, text in batch))
                 while pending:
                     self._record_job_reply(pending[0], conn.line())
                     pending.pop(0)
@@ -420,7 +437,7 @@ class WorkloadRun:
                     return
             op = history.invoke(name, "status", {"id": job_id}, conn.id)
             try:
-                conn.send(f"STATUS {job_id}")
+                conn.send(f"{command(rng, 'STATUS')} {job_id}")
                 state = conn.line().strip()
                 history.complete(op, "ok", {"id": job_id, "state": state})
                 if state == "completed":
@@ -449,7 +466,7 @@ class WorkloadRun:
         rng, history = self.rng_for(name), self.history
         behaviours = ["fetch-done", "done-twice", "fetch-pair"]
         if self.level == "extended":
-            behaviours += ["disconnect-mid-job", "fetch-vanish"]
+            behaviours += ["disconnect-mid-job", "pair-disconnect", "fetch-vanish", "steal"]
         while not self.stop_load.is_set():
             self.stop_load.wait(rng.uniform(0.05, 0.25))
             if self.stop_load.is_set():
@@ -457,11 +474,14 @@ class WorkloadRun:
             behaviour = rng.choice(behaviours)
             conns = []
             try:
-                for _ in range(2 if behaviour == "fetch-pair" else 1):
+                for _ in range(2 if behaviour in ("fetch-pair", "pair-disconnect") else 1):
                     conn = self._connect(self.worker_port, self.stop_load)
                     if conn is None:
                         return
                     conns.append(conn)
+                if behaviour == "steal":
+                    self._steal(name, rng, conns[0])
+                    continue
                 if behaviour == "fetch-vanish":
                     conns[0].send("FETCH")
                     at = time.monotonic()      # before the broker can see the close
@@ -471,7 +491,7 @@ class WorkloadRun:
                     continue
                 ops = [history.invoke(name, "fetch", {"behaviour": behaviour}, c.id) for c in conns]
                 for c in conns:
-                    c.send("FETCH")
+                    c.send(command(rng, "FETCH"))
                 jobs = []
                 for c, op in zip(conns, ops):
                     try:
@@ -493,7 +513,7 @@ class WorkloadRun:
                     self.stop_load.wait(self.options.fetch_interval)
                     continue
                 self.stop_load.wait(rng.uniform(0.0, 0.05))
-                if behaviour == "disconnect-mid-job":
+                if behaviour in ("disconnect-mid-job", "pair-disconnect"):
                     self.stop_load.wait(rng.uniform(0.05, 0.2))
                     for c, job_id in zip(conns, jobs):
                         at = time.monotonic()  # before the broker can see the close
@@ -504,19 +524,29 @@ class WorkloadRun:
                 for c, job_id in zip(conns, jobs):
                     if job_id is None:
                         continue
-                    self._done(name, c, job_id, False)
+                    self._done(name, c, job_id, False, rng=rng)
                     if behaviour == "done-twice":
-                        self._done(name, c, job_id, True)
+                        self._done(name, c, job_id, True, rng=rng)
             except (OSError, EOFError):
                 pass
             finally:
                 for c in conns:
                     c.close()
 
-    def _done(self, name, conn, job_id, repeat):
-        op = self.history.invoke(name, "done", {"id": job_id, "repeat": repeat}, conn.id)
+    def _steal(self, name, rng, conn):
+        """DONE for a job this worker never fetched (an extended broker refuses it)."""
+        with self.state_lock:
+            candidates = [i for i in self.acked[-30:] if i not in self.completed]
+        if candidates:
+            self._done(name, conn, rng.choice(candidates), False, steal=True, rng=rng)
+
+    def _done(self, name, conn, job_id, repeat, steal=False, rng=None):
+        value = {"id": job_id, "repeat": repeat}
+        if steal:
+            value["steal"] = True
+        op = self.history.invoke(name, "done", value, conn.id)
         try:
-            conn.send(f"DONE {job_id}")
+            conn.send(f"{command(rng, 'DONE') if rng else 'DONE'} {job_id}")
             reply = conn.line().strip()
         except (OSError, EOFError) as error:
             self.history.complete(op, "info", {"id": job_id, "error": str(error)})
@@ -560,6 +590,19 @@ class WorkloadRun:
         if self.receiver is not None:
             self.receiver.close()
 
+    def _note_exits(self):
+        """Record a target process that exited without the nemesis killing it."""
+        for name, process in [("broker", self.broker), *self.workers.items()]:
+            if process is None or process.returncode is None or process in self.noted_exits:
+                continue
+            self.noted_exits.add(process)
+            if process in self.killed:
+                continue
+            out, err = process.output(limit=600)
+            self.history.add("info", "workload", "exit", {
+                "name": name, "pid": process.pid, "code": process.returncode,
+                "stderr": err[-600:]})
+
     def _sender_of(self, port):
         if port not in self.sender:
             self._trace_ports()
@@ -571,6 +614,7 @@ class WorkloadRun:
             now = time.monotonic()
             if now - last_trace > 0.1:
                 self._trace_ports()
+                self._note_exits()
                 last_trace = now
             if self.receiver is not None:
                 try:
