@@ -340,6 +340,8 @@ def status_order(facts):
                 acked_done[job_id] = (invoke, result)
     for job_id, (done_invoke, done_ok) in sorted(acked_done.items()):
         for invoke, result in by_job.get(job_id, []):
+            if result["value"].get("state") not in RANK:
+                continue          # unknown or not a state: the checks above and replies
             if invoke["time"] > done_ok["time"] and result["value"].get("state") != "completed":
                 if facts.extended and done_invoke["value"].get("repeat"):
                     continue

@@ -150,6 +150,7 @@ class WorkloadRun:
         self.level = "core"
         self.capture_note = ""
         self.errors = []
+        self.capture = self.receiver = None
         self.killed = set()             # processes the nemesis killed
         self.noted_exits = set()
 
