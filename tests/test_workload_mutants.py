@@ -59,6 +59,8 @@ OLD_MUTANTS = {
                                       ["--nemesis", "none", "--time", "6"], "done-by-non-holder"),
     "no_requeue_after_worker_dies": (broker("broker_no_requeue.py"),
                                      ["--nemesis", "kill-worker", "--time", "6"], "lost"),
+    "requeue_at_tail": (broker("broker_requeue_at_tail.py"),
+                        ["--nemesis", "none", "--time", "6", "--rate", "90"], "fifo-violation"),
     "commands_case_sensitive": (broker("broker_case_sensitive.py"),
                                 ["--nemesis", "none", "--time", "4"], "bad-reply"),
     "only_the_first_line_of_a_read": (broker("broker_first_line_only.py"),

@@ -367,6 +367,10 @@ def fifo(facts):
         suite_handouts[result["value"]["id"]].append((invoke, result))
     blamed = set()
     handed = sorted(facts.handed.items(), key=lambda kv: kv[1][0])   # (id, (time, event))
+    waiting_polls = defaultdict(list)     # id -> STATUS waiting (invoke, ok)
+    for invoke, result in facts.status:
+        if result["value"].get("state") == "waiting":
+            waiting_polls[invoke["value"]["id"]].append((invoke, result))
     for invoke, result in facts.status:
         x = invoke["value"]["id"]
         if result["value"].get("state") != "waiting" or x in blamed:
@@ -401,18 +405,35 @@ def fifo(facts):
                 if facts.loss_between(r1["time"], r2["time"]) or any(
                         r1["time"] <= r["time"] <= r2["time"] for _, r in suite_handouts.get(x, [])):
                     continue
-                fresh = [(i, r) for i, r in facts.fetches if r1["time"] < i["time"]
-                         and r["time"] < i2["time"] and not _maybe_requeued(facts, r["value"]["id"], i["time"])]
-                if fresh:
-                    fi, fr = fresh[0]
+                proof = _fresh_handout(facts, r1["time"], i2["time"], waiting_polls)
+                if proof:
+                    b, evidence = proof
                     anomalies.append(_anomaly(
                         "fifo-violation", f"{_job(facts, x)}, requeued when {event['process']} "
                         f"disconnected at {event['time']:.3f} s, waited while the fresh "
-                        f"{_job(facts, fr['value']['id'])} was handed out before it",
-                        event, i1, r1, fi, fr, i2, r2))
+                        f"{_job(facts, b)} was handed out before it",
+                        event, i1, r1, *evidence, i2, r2))
                     blamed.add(x)
                     break
     return _result("fifo", anomalies, {"handed_out_seen": len(facts.handed)})
+
+
+def _fresh_handout(facts, start, end, waiting_polls):
+    """(id, events) of a job handed out for the first time within (start, end):
+    a suite worker's FETCH that began after ``start``, or a job seen waiting
+    (STATUS begun after ``start``) and then handed out (seen before ``end``)."""
+    for invoke, result in facts.fetches:
+        job_id = result["value"]["id"]
+        if start < invoke["time"] and result["time"] < end \
+                and not _maybe_requeued(facts, job_id, invoke["time"]):
+            return job_id, (invoke, result)
+    for job_id, (at, evidence) in facts.handed.items():
+        if not start < at < end or _maybe_requeued(facts, job_id, at):
+            continue
+        for invoke, result in waiting_polls.get(job_id, ()):
+            if invoke["time"] > start and result["time"] < at:
+                return job_id, (invoke, result, evidence)
+    return None
 
 
 def _maybe_requeued(facts, job_id, before):
