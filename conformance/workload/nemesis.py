@@ -15,14 +15,19 @@ partition           the suite's proxy between the target workers and the broker
                     stops forwarding in both directions (the TCP connections
                     stay open, as across a real partition)
 delay               the proxy holds every chunk 100 ms before forwarding it
+loss                the workers' packets to and from the proxy (both ways) go
+                    through a 16 kbit/s link with a one-packet queue: a packet
+                    that finds the queue full is dropped by the kernel, and TCP
+                    retransmits (only inside the private namespace, whose lo
+                    is the suite's own)
 ==================  ===========================================================
 
-Packet loss is not offered: the kernel here has neither ``netem`` nor a tc
-action module (measured: ``tc qdisc add dev lo root netem`` and ``tc filter
-... action gact drop`` both fail with "unknown"), and iptables is absent; a
-proxy cannot lose bytes of a TCP stream. Partition and delay are therefore
-built in user space, inside the private namespace, between the workers and
-the broker's worker port.
+Random loss (``netem``) is not used: the kernel here has neither ``netem``
+nor a tc action module (measured: ``tc qdisc add dev lo root netem`` and
+``tc filter ... action gact drop`` both fail with "unknown"), and iptables
+is absent. What it has, ``htb`` classes, a ``pfifo`` queue and the ``u32``
+classifier, makes the slow, dropping link of ``loss``. Partition and delay
+are built in user space, in the proxy.
 
 Faults run one at a time, each in a slot of its own (see ``schedule``), from
 ``start`` until ``end``; after ``end`` (the heal) no fault is active, so the
@@ -30,9 +35,12 @@ checkers can ask whether the system recovered.
 """
 
 import os
+import re
 import selectors
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections import deque
@@ -41,9 +49,9 @@ __all__ = ["KINDS", "WORKER_KINDS", "parse_nemesis", "schedule", "Nemesis", "Wor
            "NemesisError"]
 
 KINDS = ("kill-worker", "kill-workers", "pause-worker", "pause-broker", "restart-broker",
-         "partition", "delay")
+         "partition", "delay", "loss")
 WORKER_KINDS = ("kill-worker", "kill-workers", "pause-worker")
-NETWORK_KINDS = ("partition", "delay")
+NETWORK_KINDS = ("partition", "delay", "loss")
 LOSES_JOBS = ("kill-worker", "kill-workers", "restart-broker")  # need requeue / durability
 DELAY_SECONDS = 0.1
 
@@ -188,6 +196,65 @@ class WorkerProxy:
                 return
 
 
+class LossyLink:
+    """tc on lo: an htb root whose default class is fast, and a slow class
+    (16 kbit/s, one-packet pfifo) that TCP traffic of one port is steered
+    into while the fault lasts. Only for a private network namespace.
+
+    ``LossyLink.create(port)`` returns None (and the reason in ``why``) when
+    tc is missing or refuses; ``start()``/``stop()`` add and remove the
+    filters; ``close()`` removes the root qdisc."""
+
+    why = ""
+
+    def __init__(self, tc, port):
+        self.tc = tc
+        self.port = port
+
+    @classmethod
+    def create(cls, port):
+        tc = shutil.which("tc") or ("/usr/sbin/tc" if os.access("/usr/sbin/tc", os.X_OK) else None)
+        if tc is None:
+            cls.why = "tc (iproute2) is not installed"
+            return None
+        link = cls(tc, port)
+        for args in (["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1",
+                      "r2q", "1000"],
+                     ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb",
+                      "rate", "10gbit"],
+                     ["class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb",
+                      "rate", "16kbit", "ceil", "16kbit"],
+                     ["qdisc", "add", "dev", "lo", "parent", "1:2", "handle", "20:", "pfifo",
+                      "limit", "1"]):
+            error = link._tc(args)
+            if error:
+                link.close()
+                cls.why = f"tc {' '.join(args[:4])}...: {error}"
+                return None
+        return link
+
+    def _tc(self, args):
+        proc = subprocess.run([self.tc, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, check=False)
+        return "" if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
+
+    def start(self):
+        for direction in ("dport", "sport"):
+            self._tc(["filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
+                      "u32", "match", "ip", direction, str(self.port), "0xffff", "flowid", "1:2"])
+
+    def stop(self):
+        """Remove the filters; returns the packets the slow queue dropped so far."""
+        self._tc(["filter", "del", "dev", "lo", "parent", "1:", "prio", "1"])
+        proc = subprocess.run([self.tc, "-s", "qdisc", "show", "dev", "lo"], capture_output=True,
+                              text=True, check=False)
+        match = re.search(r"qdisc pfifo 20:.*?dropped (\d+)", proc.stdout, re.DOTALL)
+        return int(match.group(1)) if match else None
+
+    def close(self):
+        self._tc(["qdisc", "del", "dev", "lo", "root"])
+
+
 class Nemesis:
     """Runs a schedule against a run (workload.WorkloadRun): applies each
     fault, records ``fault`` events (phase ``start``/``end``) in the history,
@@ -212,9 +279,9 @@ class Nemesis:
             history.add("info", "nemesis", "fault",
                         {"fault": kind, "phase": "start", "targets": targets}, at=began)
             stop.wait(duration)
-            self._end(kind, targets)
-            history.add("info", "nemesis", "fault",
-                        {"fault": kind, "phase": "end", "targets": targets})
+            value = {"fault": kind, "phase": "end", "targets": targets}
+            value.update(self._end(kind, targets) or {})
+            history.add("info", "nemesis", "fault", value)
 
     def _live_workers(self):
         return [name for name, worker in self.run.workers.items()
@@ -241,6 +308,9 @@ class Nemesis:
         if kind == "restart-broker":
             run.kill_broker()
             return ["broker"]
+        if kind == "loss":
+            run.lossy.start()
+            return ["workers' link"]
         if kind in NETWORK_KINDS:
             run.proxy.set_mode(kind)
             return ["proxy"]
@@ -259,6 +329,8 @@ class Nemesis:
             run.broker.resume()
         elif kind == "restart-broker":
             run.start_broker()
+        elif kind == "loss":
+            return {"dropped_so_far": run.lossy.stop()}
         else:
             run.proxy.set_mode("normal")
 

@@ -41,7 +41,9 @@ import time
 from ..capture import PACKET_OUTGOING, _open_capture_socket, _timestamp
 from ..targets import Target, TargetError, free_tcp_port, ports_of_process_tree
 from .history import History
-from .nemesis import LOSES_JOBS, NETWORK_KINDS, Nemesis, WorkerProxy, kill_group, schedule
+from ..netns import inside_private_netns
+from .nemesis import (LOSES_JOBS, NETWORK_KINDS, LossyLink, Nemesis, WorkerProxy, kill_group,
+                      schedule)
 
 __all__ = ["WorkloadOptions", "WorkloadRun", "RunError"]
 
@@ -137,6 +139,8 @@ class WorkloadRun:
         self.broker = None
         self.broker_command = None
         self.proxy = None
+        self.lossy = None
+        self.loss_note = ""
         self.store_dir = None
         self.acked = []                 # job ids acknowledged, in order
         self.completed = set()
@@ -254,8 +258,17 @@ class WorkloadRun:
                 # A core broker need not requeue: faults that lose a holder would
                 # lose jobs by design. Run them only when asked for by name.
                 kinds = [k for k in kinds if k not in LOSES_JOBS or options.nemesis_explicit]
+            if "loss" in kinds:
+                # tc changes lo: only the private namespace's own.
+                self.lossy = LossyLink.create(0) if inside_private_netns() else None
+                if self.lossy is None:
+                    self.loss_note = (LossyLink.why if inside_private_netns()
+                                      else "not in a private network namespace")
+                    kinds = [k for k in kinds if k != "loss"]
             if any(k in NETWORK_KINDS for k in kinds):
                 self.proxy = WorkerProxy(self.worker_port)
+                if self.lossy is not None:
+                    self.lossy.port = self.proxy.port
             self._open_capture()
             load_end = options.seconds
             heal = max(2.0, options.seconds * 0.75)
@@ -268,7 +281,8 @@ class WorkloadRun:
                 "capture_note": self.capture_note, "seed": options.seed,
                 "seconds": options.seconds, "nemesis": kinds, "schedule": plan,
                 "drain_bound": drain_bound, "durable": durable,
-                "skipped_nemesis": [k for k in options.nemesis if k not in kinds]})
+                "skipped_nemesis": [k for k in options.nemesis if k not in kinds],
+                "loss_note": self.loss_note})
             self.history.add("info", "workload", "phase", {"name": "load"})
             for _ in range(options.workers):
                 self.start_worker()
@@ -296,6 +310,8 @@ class WorkloadRun:
                 self.broker.terminate()
             if self.proxy:
                 self.proxy.close()
+            if self.lossy:
+                self.lossy.close()
             self._close_capture()
             self.syslog.close()
             if self.store_dir:
