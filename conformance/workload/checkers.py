@@ -179,16 +179,20 @@ def total_queue(facts):
     last_status = {}
     for invoke, result in facts.status:
         last_status[invoke["value"]["id"]] = (invoke, result)
+    holdings = defaultdict(list)
+    for holding in _holdings(facts):
+        holdings[holding[0]].append(holding)
     for key, (invoke, ok) in sorted(facts.ack.items(), key=lambda kv: kv[1][1]["value"]["id"]):
         job_id = ok["value"]["id"]
         if job_id in completed:
             continue
         last = last_status.get(job_id, (None, None))
         state = last[1]["value"]["state"] if last[1] else "never polled"
+        held, why = _last_holder(facts, job_id, holdings.get(job_id, []))
         anomalies.append(_anomaly(
             "lost", f"{_job(facts, job_id)} acknowledged at {ok['time']:.3f} s, never completed"
-            f" (last STATUS: {state}{' at %.3f s' % last[1]['time'] if last[1] else ''})",
-            invoke, ok, *last, facts.heal))
+            f" (last STATUS: {state}{' at %.3f s' % last[1]['time'] if last[1] else ''})" + why,
+            invoke, ok, *held, *last, facts.heal))
     for word in facts.words:
         match = KEY.search(word["value"].get("payload", ""))
         if match and match.group(0) not in facts.job_invoke:
@@ -210,6 +214,24 @@ def total_queue(facts):
              "duplicated": sum(1 for count in executions.values() if count > 1),
              "extra_executions": sum(count - 1 for count in executions.values() if count > 1)}
     return _result("total-queue", anomalies, stats)
+
+
+def _last_holder(facts, job_id, holdings):
+    """The events showing who held a job last and how that holder went away:
+    (events, text for the anomaly)."""
+    if not holdings:
+        return [], ""
+    _, holder, start, end, first, last = max(holdings, key=lambda h: h[2])
+    gone = next((e for e in facts.events if e["time"] >= start and (
+        (e["f"] == "worker" and e["value"].get("event") == "killed"
+         and e["value"].get("name") == holder)
+        or (e["f"] == "disconnect" and e["process"] == holder
+            and job_id in e["value"].get("held", [])))), None)
+    how = ""
+    if gone is not None:
+        how = (f", {holder} killed at {gone['time']:.3f} s" if gone["f"] == "worker"
+               else f", {holder} disconnected at {gone['time']:.3f} s")
+    return [first, last, gone], f"; last held by {holder}{how}"
 
 
 def unique_ids(facts):

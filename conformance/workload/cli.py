@@ -107,7 +107,8 @@ def main(argv):
             return EXIT_USAGE
         verdict = check(events)
         folder = options.results or os.path.dirname(os.path.abspath(options.check))
-        print(write_results(folder, "rechecked", events, verdict), end="")
+        name = next((e["value"].get("name") for e in events if e["f"] == "target"), None)
+        print(write_results(folder, name or "rechecked", events, verdict), end="")
         return EXIT_VALID if verdict["valid"] else EXIT_ANOMALY
     try:
         kinds = parse_nemesis(options.nemesis)
