@@ -158,9 +158,14 @@ def _result(name, anomalies, stats=None, valid=None, note=""):
             "anomalies": shown, "count": dict(count), "stats": stats or {}, "note": note}
 
 
-def _anomaly(name, text, *events):
+def _anomaly(name, text, *events, at=None):
+    """An anomaly proved by ``events``; ``at``: when it happened (seconds), for
+    the timeline (default: its last event)."""
     unique = {e["index"]: e for e in events if e is not None}
-    return {"name": name, "text": text, "events": [unique[i] for i in sorted(unique)]}
+    proof = [unique[i] for i in sorted(unique)]
+    if at is None:
+        at = max((e["time"] for e in proof), default=0.0)
+    return {"name": name, "text": text, "at": at, "events": proof}
 
 
 def _job(facts, job_id):
@@ -192,7 +197,8 @@ def total_queue(facts):
         anomalies.append(_anomaly(
             "lost", f"{_job(facts, job_id)} acknowledged at {ok['time']:.3f} s, never completed"
             f" (last STATUS: {state}{' at %.3f s' % last[1]['time'] if last[1] else ''})" + why,
-            invoke, ok, *held, *last, facts.heal))
+            invoke, ok, *held, *last, facts.heal,
+            at=max([e["time"] for e in held if e is not None], default=ok["time"])))
     for word in facts.words:
         match = KEY.search(word["value"].get("payload", ""))
         if match and match.group(0) not in facts.job_invoke:
@@ -293,7 +299,7 @@ def exclusive_holding(facts):
                 anomalies.append(_anomaly(
                     "double-held", f"{_job(facts, job_id)} held by {a[1]} "
                     f"({a[2]:.3f}-{a[3]:.3f} s) and by {b[1]} ({b[2]:.3f}-{b[3]:.3f} s) at once",
-                    a[4], a[5], b[4], b[5]))
+                    a[4], a[5], b[4], b[5], at=b[2]))
                 break
     return _result("exclusive-holding", anomalies)
 
@@ -640,7 +646,7 @@ def drain(facts):
         anomalies.append(_anomaly(
             "not-drained", f"{len(late) + len(never)} job(s) unfinished {bound:g} s after the "
             f"faults stopped at {heal:.3f} s ({len(late)} completed later, {len(never)} never)",
-            facts.heal, *(facts.ack[key] if key else ())))
+            facts.heal, *(facts.ack[key] if key else ()), at=heal + bound))
     return _result("drain", anomalies, stats)
 
 

@@ -28,9 +28,10 @@ Runs a random, seeded workload against a broker and its workers with faults
 injected (the nemesis), records every operation, fault and datagram in a
 history, and checks it: jobs lost, ids issued twice, a job held by two
 workers, DONE accepted from a non-holder, STATUS going backwards or stale,
-FIFO violated, words missing, out of order, torn or sent after DONE, the
-queue not draining after the faults stop. Exit status: 0 valid, 1 anomaly
-found, 2 bad options, 3 could not run."""
+FIFO violated, words missing, out of order, torn or sent after DONE, replies
+the protocol does not allow, requests left unanswered, crashes, the queue
+not draining after the faults stop. Exit status: 0 valid, 1 anomaly found,
+2 bad options, 3 could not run. More in IMPLEMENTERS.md, "Workload mode"."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,10 +70,16 @@ def parser():
     p.add_argument("--results", default=None, metavar="DIR",
                    help="results folder (default workload-results/RUN); with several targets "
                         "one subfolder per target")
-    p.add_argument("--impl", metavar="select|threads|select,threads")
-    p.add_argument("--broker-cmd", metavar="TEMPLATE")
-    p.add_argument("--worker-cmd", metavar="TEMPLATE")
-    p.add_argument("--target", action="append", metavar="NAME=BROKER[;WORKER]")
+    p.add_argument("--impl", metavar="select|threads|select,threads",
+                   help="our implementation(s) (default select when no other target is given)")
+    p.add_argument("--broker-cmd", metavar="TEMPLATE",
+                   help="your broker, as for the suite: {client_port} {worker_port} {python}")
+    p.add_argument("--worker-cmd", metavar="TEMPLATE",
+                   help="your worker, as for the suite: {broker} {output_port} {syslog_port} "
+                        "{word_delay} {fetch_interval} {python} ...")
+    p.add_argument("--target", action="append", metavar="NAME=BROKER[;WORKER]",
+                   help="a named target (repeatable); a missing part is our select "
+                        "implementation")
     p.add_argument("--durable", action="store_true",
                    help="the broker command keeps its jobs across a restart (enables "
                         "restart-broker for a third-party broker; ours get --store sqlite:)")

@@ -138,8 +138,7 @@ def _anomaly_times(verdict):
     for result in verdict["results"]:
         if result["valid"] is False:
             for anomaly in result["anomalies"]:
-                if anomaly["events"]:
-                    times.append((anomaly["events"][-1]["time"], anomaly["name"]))
+                times.append((anomaly.get("at", 0.0), anomaly["name"]))
     return times
 
 
@@ -166,7 +165,7 @@ def _plots(folder, events, verdict):
     written = []
     bars, lanes = _lanes(events)
     end = max((e["time"] for e in events), default=1.0)
-    fig, ax = plt.subplots(figsize=(12, 0.5 * len(lanes) + 2.2))
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(lanes) + 2.6))
     shade(ax)
     cmap = plt.get_cmap("viridis")
     top = max((b[3] for b in bars), default=1)
@@ -182,7 +181,8 @@ def _plots(folder, events, verdict):
     ax.set_xlim(0, end)
     ax.set_xlabel("seconds since the run began")
     ax.set_title("jobs held by each worker over time (colour: job id; shaded: faults)")
-    ax.legend(loc="upper right", fontsize="small", ncol=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize="small", ncol=9,
+              frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "timeline.png"), dpi=90)
     plt.close(fig)
@@ -196,7 +196,7 @@ def _plots(folder, events, verdict):
     buckets = defaultdict(list)
     for at, ms in latencies:
         buckets[int(at / width)].append(ms)
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig, ax = plt.subplots(figsize=(12, 4.4))
     shade(ax)
     keys = sorted(buckets)
     for q, style in ((0.5, "-"), (0.95, "--"), (0.99, ":"), (1.0, "-.")):
@@ -211,7 +211,8 @@ def _plots(folder, events, verdict):
     ax.set_xlabel("seconds since the run began")
     ax.set_ylabel("JOB latency (ms)")
     ax.set_title("JOB latency quantiles per 0.5 s (shaded: faults)")
-    ax.legend(loc="upper right", fontsize="small", ncol=6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small", ncol=9,
+              frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "latency.png"), dpi=90)
     plt.close(fig)
@@ -220,7 +221,7 @@ def _plots(folder, events, verdict):
     completed = Facts(events).completed_at()
     acked = Counter(int(t / width) for t, _ in latencies)
     done = Counter(int(t / width) for t in completed.values())
-    fig, ax = plt.subplots(figsize=(12, 3.5))
+    fig, ax = plt.subplots(figsize=(12, 4))
     shade(ax)
     span = range(int(end / width) + 1)
     ax.plot([k * width for k in span], [acked[k] / width for k in span], label="acknowledged")
@@ -229,7 +230,8 @@ def _plots(folder, events, verdict):
     ax.set_xlabel("seconds since the run began")
     ax.set_ylabel("jobs per second")
     ax.set_title("throughput (shaded: faults)")
-    ax.legend(loc="upper right", fontsize="small", ncol=6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small", ncol=9,
+              frameon=False)
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "throughput.png"), dpi=90)
     plt.close(fig)
