@@ -150,6 +150,7 @@ class WorkloadRun:
         self.stop_nemesis = threading.Event()
         self.sender = {}                # source port -> worker name
         self.key_counter = 0
+        self.sweep = 0                  # the pollers' round robin while draining
         self.features = {}
         self.level = "core"
         self.capture_note = ""
@@ -444,7 +445,12 @@ class WorkloadRun:
             if draining and not open_ids:
                 self.stop_all.wait(0.05)
                 continue
-            if open_ids and (draining or rng.random() < 0.7):
+            if draining and open_ids:
+                # Round robin: a job stuck at the head must not hide the others.
+                with self.state_lock:
+                    self.sweep += 1
+                    job_id = open_ids[self.sweep % len(open_ids)]
+            elif open_ids and rng.random() < 0.7:
                 job_id = open_ids[min(int(rng.expovariate(0.3)), len(open_ids) - 1)]
             else:
                 job_id = rng.choice(recent)
