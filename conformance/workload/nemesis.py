@@ -115,9 +115,11 @@ class WorkerProxy:
         self.thread.start()
 
     def set_mode(self, mode):
+        """``normal``, ``partition`` or ``delay``; takes effect at once."""
         self.mode = mode
 
     def close(self):
+        """Stop the thread and close every connection and the listener."""
         self.running = False
         self.thread.join(2)
         for sock in list(self.peer):

@@ -24,7 +24,7 @@ import os
 from collections import Counter, defaultdict
 from xml.sax.saxutils import escape, quoteattr
 
-from .checkers import CHECKERS, Facts, _holdings
+from .checkers import Facts, _holdings
 
 __all__ = ["write_results", "summary_text", "fault_windows"]
 

@@ -32,7 +32,6 @@ import shlex
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -106,6 +105,7 @@ class LineConn:
         self.buffer = b""
 
     def send(self, text):
+        """Send ``text`` and a LF (blocking; OSError when the connection is gone)."""
         self.sock.sendall(text.encode() + b"\n")
 
     def line(self):
@@ -184,12 +184,15 @@ class WorkloadRun:
             raise RunError(str(error)) from None
 
     def kill_broker(self):
+        """kill -9 the broker's process group and wait for it (restart-broker)."""
         self.killed.add(self.broker)
         kill_group(self.broker.pid)
         self.broker.process.wait()
         self.history.add("info", "workload", "broker", {"event": "killed", "pid": self.broker.pid})
 
     def start_worker(self):
+        """Start one more target worker (``worker-N``, N counting on); returns its name.
+        It connects to the proxy when there is one, else to the broker."""
         self.worker_count += 1
         name = f"worker-{self.worker_count}"
         port = self.proxy.port if self.proxy else self.worker_port
@@ -203,6 +206,7 @@ class WorkloadRun:
         return name
 
     def kill_worker(self, name):
+        """kill -9 a target worker's process group and wait for it."""
         worker = self.workers[name]
         self._trace_ports()       # its ports, for datagrams still in the capture buffer
         self.killed.add(worker)
