@@ -46,6 +46,8 @@ delivery after a fault) are counted in ``stats``, not failures.
 import re
 from collections import defaultdict
 
+from .history import completions
+
 __all__ = ["check", "CHECKERS", "ANOMALIES", "Facts"]
 
 WORD = re.compile(r"(k\d+)\.(\d+)\.(\d+)\Z")
@@ -68,8 +70,7 @@ class Facts:
         phases = {e["value"].get("name"): e for e in events if e["f"] == "phase"}
         self.heal = phases.get("heal")
         self.end = phases.get("end")
-        done = {e["op"]: e for e in events if "op" in e}
-        self.ops = [(e, done.get(e["index"])) for e in events if e["type"] == "invoke"]
+        self.ops = completions(events)
         self.key_of_id, self.ack = {}, {}        # id -> key; key -> (invoke, ok)
         self.job_invoke = {}                     # key -> invoke event
         for invoke, result in self.ops:

@@ -38,9 +38,9 @@ import threading
 import time
 
 from ..capture import PACKET_OUTGOING, _open_capture_socket, _timestamp
+from ..netns import inside_private_netns
 from ..targets import Target, TargetError, free_tcp_port, ports_of_process_tree
 from .history import History
-from ..netns import inside_private_netns
 from .nemesis import (LOSES_JOBS, NETWORK_KINDS, LossyLink, Nemesis, WorkerProxy, kill_group,
                       schedule)
 
