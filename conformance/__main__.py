@@ -55,6 +55,8 @@ Reports
                      id, target, title, level, role and section
 
 Other
+  --workload         run the workload mode instead: random load, injected faults,
+                     a checked history (python3 -m conformance --workload --help)
   --spec PATH        another spec file (default spec/protocol.yaml)
   --word-delay S, --fetch-interval S
                      the values of {{word_delay}} and {{fetch_interval}} in worker
