@@ -4,6 +4,7 @@ original system is tested with core features only, the results folder holds
 what IMPLEMENTERS.md promises, bad options and targets that cannot run get
 their own exit status, and the HTML page renders in a real browser."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -36,17 +37,32 @@ def events(folder):
         return [json.loads(line) for line in lines]
 
 
-@pytest.fixture(scope="module")
-def select_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("workload") / "select"
-    proc = workload("--impl", "select", "--time", "14", "--seed", "7", "--nemesis", "all",
-                    "--results", str(folder))
-    return proc, folder
+@pytest.fixture(scope="session")
+def select_run(request, tmp_path_factory):
+    """One run against select with every fault, shared by the tests that read its
+    results: made once per session, also under xdist (the first test process
+    that needs it makes it, as test_mutants.py's fast run)."""
+    def run(folder):
+        proc = workload("--impl", "select", "--time", "14", "--seed", "7", "--nemesis", "all",
+                        "--results", str(folder))
+        return proc.returncode, proc.stdout, proc.stderr
+
+    if not hasattr(request.config, "workerinput"):
+        folder = tmp_path_factory.mktemp("workload") / "select"
+        return run(folder), folder
+    shared = tmp_path_factory.getbasetemp().parent / "workload-select"
+    shared.mkdir(exist_ok=True)
+    folder, result = shared / "select", shared / "result.json"
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(json.dumps(run(folder)))
+    return tuple(json.loads(result.read_text())), folder
 
 
-def _assert_valid_under_every_fault(proc, folder):
-    assert proc.returncode == 0, f"expected exit 0 (valid), got {proc.returncode}:\n" \
-                                 f"{proc.stdout}\n{proc.stderr}"
+def _assert_valid_under_every_fault(outcome, folder):
+    code, stdout, stderr = outcome
+    assert code == 0, f"expected exit 0 (valid), got {code}:\n{stdout}\n{stderr}"
     history = events(folder)
     started = {e["value"]["fault"] for e in history
                if e["f"] == "fault" and e["value"].get("phase") == "start"}
@@ -64,16 +80,16 @@ def test_threads_is_valid_under_every_fault(tmp_path):
     folder = tmp_path / "threads"
     proc = workload("--impl", "threads", "--time", "14", "--seed", "8", "--nemesis", "all",
                     "--results", str(folder))
-    _assert_valid_under_every_fault(proc, folder)
+    _assert_valid_under_every_fault((proc.returncode, proc.stdout, proc.stderr), folder)
 
 
 def test_the_results_folder(select_run):
-    proc, folder = select_run
+    (_, stdout, _), folder = select_run
     assert sorted(os.listdir(folder)) == sorted(RESULT_FILES)
     for name in ("timeline.png", "latency.png", "throughput.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG"
     summary = (folder / "summary.txt").read_text()
-    assert summary in proc.stdout
+    assert summary in stdout
     assert "target select: VALID" in summary and "restart-broker x" in summary
     page = (folder / "timeline.html").read_text()
     assert "<svg" in page and "data:image/png;base64," in page and "src=\"http" not in page
