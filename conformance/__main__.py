@@ -65,6 +65,8 @@ Reports
                      id, target, title, level, role and section
 
 Other
+  --workload         run the workload mode instead: random load, injected faults,
+                     a checked history (python3 -m conformance --workload --help)
   --spec PATH        another spec file (default spec/protocol.yaml)
   --word-delay S, --fetch-interval S
                      the values of {{word_delay}} and {{fetch_interval}} in worker
@@ -135,6 +137,10 @@ def _process_count_error(options):
 
 def main(argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
+    if "--workload" in args:
+        # The workload mode (conformance/workload/): no pytest, its own options.
+        from .workload.cli import main as workload_main
+        return workload_main(args)
     options = args[:args.index("--")] if "--" in args else args
     if "-h" in options or "--help" in options:
         sys.stdout.write(usage())

@@ -12,7 +12,7 @@ import tempfile
 import time
 
 __all__ = ["TargetError", "Target", "free_tcp_port", "is_listening",
-           "udp_ports_of_process_tree", "why_cannot_start"]
+           "udp_ports_of_process_tree", "ports_of_process_tree", "why_cannot_start"]
 
 STOP_GRACE_SECONDS = 2.0
 
@@ -121,6 +121,12 @@ def udp_ports_of_process_tree(pid):
     This is how a multicast or syslog datagram's source port is traced back
     to the worker that sent it, for ``expect_words`` with ``from:``.
     """
+    return ports_of_process_tree(pid, ("udp", "udp6"))
+
+
+def ports_of_process_tree(pid, tables):
+    """Local ports of the sockets a process (or its children) holds, in the
+    /proc/net ``tables`` named (``udp``, ``udp6``, ``tcp``, ``tcp6``)."""
     inodes = set()
     for member in _process_tree(pid):
         try:
@@ -131,7 +137,7 @@ def udp_ports_of_process_tree(pid):
         except OSError:
             continue
     ports = set()
-    for table in ("udp", "udp6"):
+    for table in tables:
         for row in _proc_net_rows(table) or []:
             if row[9] in inodes:
                 ports.add(int(row[1].rsplit(":", 1)[1], 16))
