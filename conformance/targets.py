@@ -15,6 +15,8 @@ __all__ = ["TargetError", "Target", "free_tcp_port", "is_listening",
            "udp_ports_of_process_tree", "ports_of_process_tree", "why_cannot_start"]
 
 STOP_GRACE_SECONDS = 2.0
+# Longest wait for a paused target to be seen stopped.
+PAUSE_TIMEOUT = 2.0
 
 
 class TargetError(Exception):
@@ -99,6 +101,25 @@ def is_listening(port, host="127.0.0.1"):
     listen = "0A"
     return any(int(row[1].rsplit(":", 1)[1], 16) == port and row[3] == listen
                for row in rows)
+
+
+def _all_stopped(pid):
+    """True when every thread of every process in ``pid``'s tree is stopped (T)
+    or gone."""
+    for process in _process_tree(pid):
+        try:
+            tasks = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{process}/task/{task}/stat") as stat:
+                    state = stat.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("T", "t", "Z", "X"):
+                return False
+    return True
 
 
 def _process_tree(pid):
@@ -191,9 +212,16 @@ class Target:
         except ProcessLookupError:
             pass
 
-    def pause(self):
-        """SIGSTOP the process group: the target runs no code until ``resume``."""
+    def pause(self, timeout=PAUSE_TIMEOUT):
+        """SIGSTOP the process group and return once every thread of the target's
+        process tree is stopped (state T in /proc/PID/task/TID/stat, proc(5)),
+        or after ``timeout`` s: kill() returns before a busy process on another
+        CPU has stopped, and what a step sends meanwhile must find it stopped.
+        The target runs no code until ``resume``."""
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _all_stopped(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)     # the group stop is not an event we can wait on
 
     def resume(self):
         self._signal(signal.SIGCONT)

@@ -6,6 +6,7 @@ long jobs show the words arriving after the worker's own DONE (the words
 checker, with the capture on lo)."""
 
 import _mutant  # noqa: F401
+from core.grammar import split_words
 from core.worker import Emit, WorkerSlot
 
 LONG = 8
@@ -14,7 +15,7 @@ _original_emit_next = WorkerSlot._emit_next
 
 
 def _start_job(self, job_id, text, now):
-    self._long = len(text.split()) >= LONG
+    self._long = len(split_words(text)) >= LONG
     return _original_start_job(self, job_id, text, now)
 
 

@@ -1,13 +1,14 @@
 """Mutant worker: never sends the last word of a job (everything else is right)."""
 
 import _mutant  # noqa: F401
+from core.grammar import split_words
 from core.worker import WorkerSlot
 
 _original_start_job = WorkerSlot._start_job
 
 
 def _start_job(self, job_id, text, now):
-    return _original_start_job(self, job_id, " ".join(text.split()[:-1]), now)
+    return _original_start_job(self, job_id, " ".join(split_words(text)[:-1]), now)
 
 
 WorkerSlot._start_job = _start_job
