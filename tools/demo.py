@@ -1,11 +1,12 @@
 """One command that shows the whole workq system at work.
 
-    python3 -m tools.demo [--jobs N] [--workers 2] [--word-delay S]
-                          [--impl select|threads] [--deadline S] [--seed X]
+    python3 -m tools.demo [--quick] [--jobs N] [--workers 2] [--word-delay S]
+                          [--job-delay S] [--impl select|threads] [--deadline S] [--seed X]
 
 Enters a private network namespace where it can (conformance/netns.py, shared with the test suite), starts a
 broker and workers on free ports, submits autoCall-style jobs, prints the
-words arriving on the multicast group and the workers' syslog lines as they
+words arriving on the multicast group at the workers' real pace (0.25 s
+between words, as the original system; ``--quick`` for a fast run) and the workers' syslog lines as they
 come, waits until every job is ``completed``, prints a per-job summary and
 the final statuses, and stops everything it started.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "Recorder",
     "assign_words",
     "main",
+    "parse_args",
     "pick_free_tcp_ports",
     "run_demo",
     "wait_for_port",
@@ -44,6 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# The pace a person can follow: the worker's own default word delay (the
+# original assignment's 0.25 s), jobs submitted a little apart so that their
+# states can be seen changing. --quick: as fast as it goes (for tests).
+WORD_DELAY, JOB_DELAY = 0.25, 0.5
+QUICK_WORD_DELAY, QUICK_JOB_DELAY = 0.01, 0.0
 
 
 class DemoError(Exception):
@@ -404,14 +412,17 @@ def run_demo(args, out=None):
         texts = [random_job_text(rng) for _ in range(args.jobs)]
         emit("\nlive: words as they arrive (worker = the sender's UDP source port), "
              "syslog lines, job status changes")
-        emit(f"submitting {args.jobs} job(s):")
-        result = client.auto_call(HOST, client_port, delay=0, texts=texts,
+        emit(f"submitting {args.jobs} job(s), {args.job_delay:g} s apart; each worker "
+             f"sends a word every {args.word_delay:g} s:")
+        result = client.auto_call(HOST, client_port, delay=args.job_delay, texts=texts,
                                   timeout=args.timeout,
                                   on_job=lambda i, text, job_id, error: emit(
                                       f"  [{i + 1}/{args.jobs}] "
                                       + (f"ID {job_id}  <- {text}" if error is None
                                          else f"FAILED {error}  <- {text}")))
-        emit(f"  {result.summary()}")
+        # Not result.summary(): its jobs/s rate measures the pause between jobs.
+        emit(f"  submitted {result.submitted} of {args.jobs} job(s)"
+             + (f", {result.failed} failed" if result.failed else ""))
         jobs = [(job_id, text) for text, job_id in result.jobs if job_id is not None]
 
         states = wait_completed(jobs, client_port, args, emit, children)
@@ -579,7 +590,10 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The demo's command line (``argv`` without the program name; None:
+    sys.argv). Returns the argparse namespace, ``word_delay`` and
+    ``job_delay`` filled in from ``--quick``; a usage error exits 2."""
     parser = UsageParser(
         prog="python3 -m tools.demo",
         description="Show the whole workq system in one command: a broker and "
@@ -589,8 +603,9 @@ def main(argv=None):
                     "per-job results and the final statuses. Everything started "
                     "is stopped at the end, also on Ctrl-C.",
         epilog="examples:\n"
-               "  python3 -m tools.demo\n"
-               "  python3 -m tools.demo --jobs 20 --workers 4 --word-delay 0.02\n"
+               "  python3 -m tools.demo               (about 6 s: watch the words arrive)\n"
+               "  python3 -m tools.demo --quick       (a second or two)\n"
+               "  python3 -m tools.demo --jobs 20 --workers 4 --word-delay 0.1\n"
                "  python3 -m tools.demo --impl threads\n"
                "exit status: 0 every job completed; 1 some job did not complete "
                "by the deadline or something failed; 2 bad arguments or missing "
@@ -600,8 +615,14 @@ def main(argv=None):
                         help="jobs to submit (default 8)")
     parser.add_argument("--workers", type=_positive_int, default=2, metavar="N",
                         help="workers to start (default 2)")
-    parser.add_argument("--word-delay", type=_seconds, default=0.05, metavar="S",
-                        help="worker's pause between words (default 0.05)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a fast run: --word-delay {QUICK_WORD_DELAY:g} and --job-delay "
+                             f"{QUICK_JOB_DELAY:g} unless given")
+    parser.add_argument("--word-delay", type=_seconds, default=None, metavar="S",
+                        help=f"worker's pause between words (default {WORD_DELAY:g}, the "
+                             "workers' own default, the original system's pace)")
+    parser.add_argument("--job-delay", type=_seconds, default=None, metavar="S",
+                        help=f"pause between two job submissions (default {JOB_DELAY:g})")
     parser.add_argument("--impl", choices=("select", "threads"), default="select",
                         help="implementation: impl_select (default) or impl_threads")
     parser.add_argument("--deadline", type=_seconds, default=60.0, metavar="S",
@@ -616,6 +637,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be greater than 0")
+    if args.word_delay is None:
+        args.word_delay = QUICK_WORD_DELAY if args.quick else WORD_DELAY
+    if args.job_delay is None:
+        args.job_delay = QUICK_JOB_DELAY if args.quick else JOB_DELAY
+    return args
+
+
+def main(argv=None):
+    """Run the demo from a command line; returns the exit status."""
+    args = parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run_demo(args)
