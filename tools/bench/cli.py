@@ -125,7 +125,10 @@ def main(argv=None):
         bench.close()
 
     output = Path(args.output)
-    plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = procstat.machine_info()
+    plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers,
+                                      {"machine": machine, "date": date, "quick": args.quick})
     if plot_message:
         log(f"bench: {plot_message}")
     plot_links = [(title, report.relative(p, output.resolve().parent)) for title, p in plots]
@@ -133,10 +136,10 @@ def main(argv=None):
     if os.environ.get("TOX_ENV_NAME"):
         command += f"      (run by tox -e {os.environ['TOX_ENV_NAME']})"
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "command": command,
         "quick": args.quick,
-        "machine": procstat.machine_info(),
+        "machine": machine,
         "beanstalkd_version": version,
         "beanstalkd_message": message,
         "load_before": " / ".join(f"{x:.2f}" for x in load_before),
