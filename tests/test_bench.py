@@ -348,6 +348,28 @@ def test_quick_run_writes_a_report(tmp_path):
     assert "## Submit, closed loop" in text and "## Job cycle" in text
     assert "| 4 | select |" in text and "failed" not in text, text
     assert "not measured" in text      # no beanstalkd: no ratios, no verdicts
+    runs = tmp_path / "plots" / "runs.json"
+    assert runs.exists(), f"expected the runs saved beside the plots, got {list(runs.parent.iterdir())}"
+    if (tmp_path / "plots" / "submit_vs_connections.png").exists():     # matplotlib installed
+        (tmp_path / "plots" / "submit_vs_connections.png").unlink()
+        again = subprocess.run(
+            [sys.executable, "-m", "tools.bench", "--replot", "--plots-dir", str(tmp_path / "plots")],
+            cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        assert again.returncode == 0 and (tmp_path / "plots" / "submit_vs_connections.png").exists(), \
+            f"expected --replot to draw the figure again from {runs}, got {again.stderr!r}"
+
+
+def test_saved_runs_load_back_with_their_spread(tmp_path):
+    path = tmp_path / "runs.json"
+    report.save_runs(_plot_rows(), PLOT_META, path)
+    rows, meta = report.load_runs(path)
+    assert meta == PLOT_META, f"expected the meta back, got {meta}"
+    assert report.chart_series(rows, "closed", "connections", PLOT_BROKERS) == \
+        report.chart_series(_plot_rows(), "closed", "connections", PLOT_BROKERS), \
+        "expected the same chart numbers from the saved runs as from the rows"
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        report.load_runs(path)
 
 
 def test_help():

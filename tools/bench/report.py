@@ -542,5 +542,35 @@ def plot(rows, directory, brokers, meta=None):
     return written, None
 
 
+RUNS_FILE = "runs.json"
+
+
+def save_runs(rows, meta, path):
+    """Write the measured rows (each with every run in ``extra["runs"]``) and
+    ``meta`` (``machine``, ``date``, ``quick``, ``brokers``) as JSON to ``path``,
+    so that the figures can be drawn again without measuring
+    (``python3 -m tools.bench --replot``)."""
+    import dataclasses
+    import json
+    data = {"meta": meta, "rows": [dataclasses.asdict(row) for row in rows]}
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def load_runs(path):
+    """``(rows, meta)`` from a file written by :func:`save_runs`. Raises OSError
+    and ValueError (not JSON, or not rows of the bench)."""
+    import json
+
+    from .scenarios import Row
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error})") from None
+    try:
+        return [Row(**row) for row in data["rows"]], data["meta"]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a file of bench runs ({error})") from None
+
+
 def relative(path, start):
     return os.path.relpath(path, start)
