@@ -414,18 +414,27 @@ def run_demo(args, out=None):
              "syslog lines, job status changes")
         emit(f"submitting {args.jobs} job(s), {args.job_delay:g} s apart; each worker "
              f"sends a word every {args.word_delay:g} s:")
-        result = client.auto_call(HOST, client_port, delay=args.job_delay, texts=texts,
-                                  timeout=args.timeout,
-                                  on_job=lambda i, text, job_id, error: emit(
-                                      f"  [{i + 1}/{args.jobs}] "
-                                      + (f"ID {job_id}  <- {text}" if error is None
-                                         else f"FAILED {error}  <- {text}")))
+        # Job states are watched from the first submission on, so that a person
+        # sees each job go waiting -> running -> completed while the words arrive.
+        jobs, submitted = [], threading.Event()
+        watcher = StatusWatcher(jobs, submitted, client_port, args, emit, children)
+        watcher.start()
+
+        def on_job(i, text, job_id, error):
+            emit(f"  [{i + 1}/{args.jobs}] " + (f"ID {job_id}  <- {text}" if error is None
+                                                else f"FAILED {error}  <- {text}"))
+            if job_id is not None:
+                jobs.append((job_id, text))
+
+        try:
+            result = client.auto_call(HOST, client_port, delay=args.job_delay, texts=texts,
+                                      timeout=args.timeout, on_job=on_job)
+        finally:
+            submitted.set()
         # Not result.summary(): its jobs/s rate measures the pause between jobs.
         emit(f"  submitted {result.submitted} of {args.jobs} job(s)"
              + (f", {result.failed} failed" if result.failed else ""))
-        jobs = [(job_id, text) for text, job_id in result.jobs if job_id is not None]
-
-        states = wait_completed(jobs, client_port, args, emit, children)
+        states = watcher.result()
         all_done = len(jobs) == args.jobs and all(
             states.get(job_id) == "completed" for job_id, _ in jobs)
         if all_done:
@@ -492,30 +501,58 @@ def _completed_in(logs):
     return ids
 
 
-def wait_completed(jobs, client_port, args, emit, children):
+class StatusWatcher:
+    """:func:`wait_completed` on a thread, while the jobs are being submitted.
+    ``result()`` waits for it and returns its states, or raises what it raised."""
+
+    def __init__(self, jobs, submitted, client_port, args, emit, children):
+        self._call = (jobs, client_port, args, emit, children, submitted)
+        self._outcome = None
+        self._thread = threading.Thread(target=self._run, name="demo-status", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._outcome = (wait_completed(*self._call), None)
+        except Exception as error:        # re-raised in the main thread by result()
+            self._outcome = (None, error)
+
+    def result(self):
+        self._thread.join()
+        states, error = self._outcome
+        if error is not None:
+            raise error
+        return states
+
+
+def wait_completed(jobs, client_port, args, emit, children, submitted=None):
     """Poll STATUS of every job until all are completed or the deadline;
-    print each change of state. Returns {job_id: last state}."""
+    print each change of state. ``jobs``: list of ``(job_id, text)``, which
+    may grow while this runs until the Event ``submitted`` is set (None: the
+    list is complete). Returns {job_id: last state}."""
     deadline = time.monotonic() + args.deadline
     states = {}
-    pending = [job_id for job_id, _ in jobs]
     conn = None
     reported_dead = set()
     try:
-        while pending:
-            if conn is None or conn.closed:
+        while True:
+            finished = submitted is None or submitted.is_set()   # before reading the list
+            pending = [job_id for job_id, _ in list(jobs) if states.get(job_id) != "completed"]
+            if pending and (conn is None or conn.closed):
                 conn = client.Connection(HOST, client_port, args.timeout)
-            for job_id in list(pending):
+            for job_id in pending:
                 state = conn.status(job_id)
                 if state != states.get(job_id):
                     states[job_id] = state
                     emit(f"{mcast_listen.timestamp()}  STATUS {job_id} -> {state}")
-                if state == "completed":
-                    pending.remove(job_id)
             for name, code in children.check_alive():
                 if name not in reported_dead:
                     reported_dead.add(name)
                     emit(f"warning: {name} exited with status {code}")
-            if not pending:
+            pending = [job_id for job_id in pending if states.get(job_id) != "completed"]
+            if finished and not pending:
                 break
             if time.monotonic() >= deadline:
                 emit(f"deadline: {len(pending)} job(s) not completed within "
