@@ -139,6 +139,12 @@ def _is_command(word):
     return word.upper() in COMMANDS
 
 
+def _looks_numeric(word):
+    """Meant as a port: digits (any script, so that the grammar names a wrong
+    one) and no letter or dot, which every host name and IPv4 address has."""
+    return any(c.isdigit() for c in word) and not any(c.isalpha() or c == "." for c in word)
+
+
 def parse_address(args):
     """Split ``[HOST [PORT]] rest...`` or ``HOST:PORT rest...``.
 
@@ -161,11 +167,11 @@ def parse_address(args):
         if not host:
             raise UsageError(f"missing host in {first!r}")
         return host, parse_port(port), list(args[1:])
-    if first.isascii() and first.isdigit():             # PORT alone: this machine
+    if _looks_numeric(first):                           # PORT alone: this machine
         return DEFAULT_HOST, parse_port(first), list(args[1:])
     if len(args) < 2 or _is_command(args[1]):           # HOST alone: the default port
         return first, DEFAULT_PORT, list(args[1:])
-    if not args[1].lstrip("+-").isdigit():
+    if not _looks_numeric(args[1]):
         raise UsageError(f"after host {first!r} expected a port number or a command "
                          f"(JOB, STATUS, autoCall), got {args[1]!r}")
     return first, parse_port(args[1]), list(args[2:])
