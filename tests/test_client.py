@@ -268,6 +268,15 @@ def test_autocall_submits_and_summarises(broker):
     assert [line.split()[0] for line in b.lines] == ["JOB"] * 5, f"got {b.lines}"
 
 
+def test_autocall_paced_by_a_delay_gives_no_rate(broker):
+    """With --delay the jobs/s rate would only measure the pause: not printed."""
+    b = broker()
+    proc = run_client("127.0.0.1", b.port, "autoCall", "--num-jobs", "2", "--delay", "0.01")
+    assert proc.returncode == 0, f"expected exit 0, got {explain(proc)}"
+    assert "submitted 2" in proc.stdout and "jobs/s" not in proc.stdout, \
+        f"expected a summary without a rate, got {explain(proc)}"
+
+
 def test_autocall_keeps_going_after_an_err(broker):
     b = broker(err_on={3})
     proc = run_client("127.0.0.1", b.port, "AUTOCALL", "--num-jobs", "5", "--delay", "0")

@@ -328,11 +328,14 @@ class AutoCallResult:
 
     ``jobs``: list of ``(text, job_id)`` in submission order, ``job_id`` None
     for a failed submission; ``errors``: list of ``(index, message)``;
-    ``submitted``/``failed``/``not_attempted`` counts; ``elapsed`` seconds.
+    ``submitted``/``failed``/``not_attempted`` counts; ``elapsed`` seconds;
+    ``delay`` the pause between submissions (the summary gives a jobs/s rate
+    only without one: with one, the rate would measure the pause).
     """
 
-    def __init__(self, num_jobs):
+    def __init__(self, num_jobs, delay=0.0):
         self.num_jobs = num_jobs
+        self.delay = delay       # the pause between submissions, seconds
         self.jobs = []
         self.errors = []
         self.elapsed = 0.0
@@ -360,7 +363,9 @@ class AutoCallResult:
         if self.not_attempted:
             parts.append(f"not attempted {self.not_attempted}")
         parts.append(f"elapsed {self.elapsed:.2f} s")
-        parts.append(f"rate {self.rate:.1f} jobs/s")
+        if self.delay == 0:
+            # With a pause between jobs the rate would only measure the pause.
+            parts.append(f"rate {self.rate:.1f} jobs/s")
         return "summary: " + ", ".join(parts)
 
 
@@ -382,7 +387,7 @@ def auto_call(host, port, num_jobs=DEFAULT_NUM_JOBS, delay=DEFAULT_DELAY, *,
         rng = random.Random(seed)
     if texts is not None:
         num_jobs = len(texts)
-    result = AutoCallResult(num_jobs)
+    result = AutoCallResult(num_jobs, delay)
     width = len(str(num_jobs))
     start = time.monotonic()
     conn = Connection(host, port, timeout)
