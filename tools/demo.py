@@ -431,7 +431,7 @@ def run_demo(args, out=None):
                                       timeout=args.timeout, on_job=on_job)
         finally:
             submitted.set()
-        # Not result.summary(): its jobs/s rate measures the pause between jobs.
+        # Not result.summary(): its time and rate describe the pacing, not the system.
         emit(f"  submitted {result.submitted} of {args.jobs} job(s)"
              + (f", {result.failed} failed" if result.failed else ""))
         states = watcher.result()
