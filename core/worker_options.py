@@ -33,7 +33,8 @@ DEFAULT_LONG_POLL = 10.0
 def _host_port(text):
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        hint = f" (the broker on this machine: 127.0.0.1:{text})" if text.isdigit() else ""
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}{hint}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]   # [::1]:50001
     return host, _port(port)

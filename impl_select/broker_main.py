@@ -1,6 +1,7 @@
 """Start-up shared by both brokers: command line, store, token, listeners, core."""
 
 import signal
+import sqlite3
 import sys
 
 from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
@@ -11,8 +12,14 @@ from .store import open_store
 
 
 def read_token(path):
-    with open(path, "rb") as token_file:
-        token = token_file.readline().strip()
+    """The first line of ``path``, stripped of ASCII whitespace (bytes). Raises
+    ValueError naming the file when it cannot be read or the line is empty."""
+    try:
+        with open(path, "rb") as token_file:
+            token = token_file.readline().strip()
+    except OSError as error:
+        raise ValueError(f"cannot read --token-file {path}: "
+                         f"{error.strerror or error}") from None
     if not token:
         raise ValueError(f"token file {path} is empty")
     return token
@@ -24,7 +31,11 @@ def run_broker(module, flavour, argv, make_broker):
     Returns the exit status: 0 after SIGINT/SIGTERM, 1 when start-up fails
     (with one clear line on stderr).
     """
-    args = broker_parser(f"python3 -m {module}", flavour).parse_args(argv)
+    parser = broker_parser(f"python3 -m {module}", flavour)
+    args = parser.parse_args(argv)
+    if args.client_port == args.worker_port != 0:
+        parser.error(f"the client port and the worker port are both {args.client_port}: "
+                     "give two different ports")
     if args.max_memory is None:
         args.max_memory = default_max_memory()
     raise_descriptor_limit()
@@ -38,14 +49,24 @@ def run_broker(module, flavour, argv, make_broker):
                       idle_timeout=args.idle_timeout, token=token, store=store,
                       max_memory=args.max_memory, auth_timeout=args.auth_timeout)
     if store is not None:
-        core.restore(*store.load())
-    try:
-        listeners = {CLIENT: listen(args.host, args.client_port),
-                     WORKER: listen(args.host, args.worker_port)}
-    except OSError as error:
-        print(f"broker: cannot listen on {args.host} ports {args.client_port}/{args.worker_port}: "
-              f"{error.strerror or error}", file=sys.stderr)
-        return 1
+        try:
+            core.restore(*store.load())
+        except sqlite3.Error as error:       # a database, but not one of ours
+            print(f"broker: cannot read the jobs in --store {args.store}: {error}",
+                  file=sys.stderr)
+            return 1
+    listeners = {}
+    for kind, role, port in ((CLIENT, "clients", args.client_port),
+                             (WORKER, "workers", args.worker_port)):
+        try:
+            listeners[kind] = listen(args.host, port)
+        except OSError as error:
+            # Name the port that failed: "ports 50005/50001" left the user guessing.
+            for sock in listeners.values():
+                sock.close()
+            print(f"broker: cannot listen for {role} on {args.host} port {port}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            return 1
     args.client_port = listeners[CLIENT].getsockname()[1]
     args.worker_port = listeners[WORKER].getsockname()[1]
     broker = make_broker(core, listeners, args)

@@ -87,4 +87,20 @@ def open_store(spec):
     kind, _, path = spec.partition(":")
     if kind != "sqlite" or not path:
         raise ValueError(f"unknown store {spec!r}: use memory or sqlite:PATH")
-    return SqliteStore(path)
+    try:
+        return SqliteStore(path)
+    except sqlite3.Error as error:
+        # sqlite3 says "unable to open database file" without the path or the cause.
+        raise ValueError(f"cannot open --store {spec}: {_store_trouble(path, error)}") from None
+
+
+def _store_trouble(path, error):
+    """Why ``path`` could not be opened, in words: the sqlite3 error, with the
+    likely cause when the file system tells it (a missing directory)."""
+    import os
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if os.path.isdir(path):
+        return "it is a directory"
+    return str(error)

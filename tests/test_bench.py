@@ -249,6 +249,91 @@ def test_plots_or_a_clear_message(tmp_path):
         assert plots and all(Path(path).stat().st_size > 1000 for _, path in plots)
 
 
+# A small fixture of runs as the bench keeps them: each row is the reported
+# (median) run, row.extra["runs"] every run's (ops/s, CPU s per op).
+PLOT_BROKERS = ["beanstalkd", "select", "original", "floor"]
+PLOT_META = {"machine": {"cpu": "Test CPU 9000", "cores": 2, "ram_bytes": 8 * 2**30,
+                         "python": "3.11.7", "kernel": "6.1"},
+             "date": "2026-11-30 14:00 UTC"}
+
+
+def _run_row(scenario, key, level, broker, rate, cpu_us, spread=(0.9, 1.0, 1.1)):
+    row = _row(scenario, str(level), broker, int(rate * 2), 2.0, cpu_us * 1e-6 * rate * 2,
+               **{key: level})
+    row.extra["runs"] = [(rate * f, cpu_us * 1e-6 / f) for f in spread]
+    return row
+
+
+def _plot_rows():
+    rows = []
+    for broker, rate, cpu in (("beanstalkd", 100_000, 9.0), ("select", 95_000, 9.5),
+                              ("original", 60_000, 15.0), ("floor", 120_000, 7.0)):
+        for clients, share in ((1, 0.1), (16, 1.0), (256, 0.9)):
+            rows.append(_run_row("closed", "connections", clients, broker, rate * share, cpu))
+    for broker in ("beanstalkd", "select"):
+        for idle in (0, 100, 10_000):
+            rows.append(_run_row("scaling", "idle", idle, broker, 40_000, 25.0))
+    rows.append(_run_row("durable", "connections", 16, "select", 20_000, 30.0, spread=()))
+    return rows
+
+
+def test_plot_series_carry_the_spread_of_the_runs():
+    levels, series = report.chart_series(_plot_rows(), "closed", "connections", PLOT_BROKERS)
+    assert levels == [1, 16, 256], f"expected the client counts as levels, got {levels}"
+    point = series["select"][16]
+    low, high = point["throughput_range"]
+    assert (round(low), round(point["throughput"]), round(high)) == (85_500, 95_000, 104_500), \
+        f"expected min-max 85,500-104,500 around 95,000 jobs/s, got {point}"
+    assert point["runs"] == 3, f"expected 3 runs, got {point['runs']}"
+    _, durable = report.chart_series(_plot_rows(), "durable", "connections", PLOT_BROKERS)
+    one = durable["select"][16]
+    assert one["throughput_range"] == (one["throughput"], one["throughput"]) and one["runs"] == 1, \
+        f"expected no spread for a single run, got {one}"
+
+
+def test_figure_notes_explain_floor_original_machine_and_date():
+    notes = " ".join(report.figure_notes(PLOT_BROKERS, PLOT_META))
+    for needle in ("floor = not a broker: a raw epoll loop", "least any CPython broker",
+                   "original = the original system's broker", "whisker: lowest to highest",
+                   "Test CPU 9000, 2 cores", "Python 3.11.7", "Measured 2026-11-30 14:00 UTC"):
+        assert needle in notes, f"expected {needle!r} in the figure notes, got {notes!r}"
+    plain = " ".join(report.figure_notes(["select"], PLOT_META))
+    assert "floor" not in plain and "original" not in plain, \
+        f"expected no note on brokers the figure does not show, got {plain!r}"
+
+
+def test_figures_have_categorical_levels_whiskers_and_notes(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    levels, series = report.chart_series(_plot_rows(), "closed", "connections", PLOT_BROKERS)
+    notes = report.figure_notes(PLOT_BROKERS, PLOT_META)
+    fig = report.draw_chart(plt, levels, series, PLOT_BROKERS, ("t", "clients", "jobs/s", "µs"),
+                            notes)
+    try:
+        left = fig.axes[0]
+        ticks = [(tick, label.get_text()) for tick, label in
+                 zip(left.get_xticks(), left.get_xticklabels())]
+        assert ticks == [(0, "1"), (1, "16"), (2, "256")], \
+            f"expected 1, 16, 256 as evenly spaced categories (bars, no lines), got {ticks}"
+        joined = [line for line in left.get_lines()          # whisker caps: markers only
+                  if line.get_linestyle() not in ("None", "", " ")]
+        assert not joined, f"expected no lines joining levels (whisker caps only), got {joined}"
+        whiskers = [c for c in left.containers if type(c).__name__ == "ErrorbarContainer"]
+        assert len(whiskers) == len(PLOT_BROKERS), \
+            f"expected min-max whiskers for each of {PLOT_BROKERS}, got {len(whiskers)}"
+        text = " ".join(t.get_text() for t in fig.texts)
+        assert "floor = not a broker" in text and "Measured 2026-11-30" in text, \
+            f"expected the notes on the figure, got {text!r}"
+    finally:
+        plt.close(fig)
+    plots, message = report.plot(_plot_rows(), tmp_path, PLOT_BROKERS, PLOT_META)
+    assert message is None and [p.name for _, p in plots] == [
+        "submit_vs_connections.png", "cycle_vs_idle_connections.png",
+        "durable_vs_connections.png"], f"expected three PNGs, got {plots} {message}"
+
+
 # -- the command ---------------------------------------------------------------------------
 
 def test_quick_run_writes_a_report(tmp_path):
@@ -263,6 +348,28 @@ def test_quick_run_writes_a_report(tmp_path):
     assert "## Submit, closed loop" in text and "## Job cycle" in text
     assert "| 4 | select |" in text and "failed" not in text, text
     assert "not measured" in text      # no beanstalkd: no ratios, no verdicts
+    runs = tmp_path / "plots" / "runs.json"
+    assert runs.exists(), f"expected the runs saved beside the plots, got {list(runs.parent.iterdir())}"
+    if (tmp_path / "plots" / "submit_vs_connections.png").exists():     # matplotlib installed
+        (tmp_path / "plots" / "submit_vs_connections.png").unlink()
+        again = subprocess.run(
+            [sys.executable, "-m", "tools.bench", "--replot", "--plots-dir", str(tmp_path / "plots")],
+            cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        assert again.returncode == 0 and (tmp_path / "plots" / "submit_vs_connections.png").exists(), \
+            f"expected --replot to draw the figure again from {runs}, got {again.stderr!r}"
+
+
+def test_saved_runs_load_back_with_their_spread(tmp_path):
+    path = tmp_path / "runs.json"
+    report.save_runs(_plot_rows(), PLOT_META, path)
+    rows, meta = report.load_runs(path)
+    assert meta == PLOT_META, f"expected the meta back, got {meta}"
+    assert report.chart_series(rows, "closed", "connections", PLOT_BROKERS) == \
+        report.chart_series(_plot_rows(), "closed", "connections", PLOT_BROKERS), \
+        "expected the same chart numbers from the saved runs as from the rows"
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        report.load_runs(path)
 
 
 def test_help():

@@ -268,6 +268,15 @@ def test_autocall_submits_and_summarises(broker):
     assert [line.split()[0] for line in b.lines] == ["JOB"] * 5, f"got {b.lines}"
 
 
+def test_autocall_paced_by_a_delay_gives_no_rate(broker):
+    """With --delay the jobs/s rate would only measure the pause: not printed."""
+    b = broker()
+    proc = run_client("127.0.0.1", b.port, "autoCall", "--num-jobs", "2", "--delay", "0.01")
+    assert proc.returncode == 0, f"expected exit 0, got {explain(proc)}"
+    assert "submitted 2" in proc.stdout and "jobs/s" not in proc.stdout, \
+        f"expected a summary without a rate, got {explain(proc)}"
+
+
 def test_autocall_keeps_going_after_an_err(broker):
     b = broker(err_on={3})
     proc = run_client("127.0.0.1", b.port, "AUTOCALL", "--num-jobs", "5", "--delay", "0")
@@ -345,9 +354,26 @@ def test_unknown_command(broker):
     assert b.lines == [], f"expected nothing sent, got {b.lines}"
 
 
-def test_missing_command_and_address():
-    assert_clean_error(run_client(), "HOST")
-    assert_clean_error(run_client("127.0.0.1", "50000"), "COMMAND")
+def test_missing_command():
+    assert_clean_error(run_client(), "missing COMMAND")
+    assert_clean_error(run_client("127.0.0.1", "50000"), "missing COMMAND",
+                       "after the address 127.0.0.1:50000")
+
+
+def test_port_alone_means_this_machine(broker):
+    """README: every argument is optional; "PORT COMMAND" asks 127.0.0.1:PORT
+    (it used to say "bad port 'STATUS'")."""
+    b = broker(state="waiting")
+    proc = run_client(b.port, "STATUS", "7")
+    assert proc.returncode == 0, f"expected exit 0, got {explain(proc)}"
+    assert proc.stdout == "waiting\n" and b.lines == ["STATUS 7"], \
+        f"expected 'waiting' for STATUS 7, got {explain(proc)}; broker saw {b.lines}"
+
+
+def test_a_word_that_is_neither_port_nor_command_is_named():
+    proc = run_client("localhost", "DELETE", "1")
+    assert_clean_error(proc, "expected a port number or a command", "'DELETE'")
+    assert proc.returncode == client.EXIT_USAGE, f"expected exit 2, got {explain(proc)}"
 
 
 def test_reply_timeout_is_reported(broker):
@@ -371,9 +397,24 @@ def test_parse_address_forms():
     assert client.parse_address(["h", "1", "JOB"]) == ("h", 1, ["JOB"])
     assert client.parse_address(["h:2", "STATUS", "3"]) == ("h", 2, ["STATUS", "3"])
     assert client.parse_address(["[::1]:4", "x"]) == ("::1", 4, ["x"])
-    for bad in (["h:x", "JOB"], ["h", "65536"], [":5", "JOB"], ["h"]):
+    for bad in (["h:x", "JOB"], ["h", "65536"], [":5", "JOB"], ["h", "DELETE"], ["0", "JOB"]):
         with pytest.raises(client.UsageError):
             client.parse_address(bad)
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], ("127.0.0.1", 50000, [])),
+    (["STATUS", "1"], ("127.0.0.1", 50000, ["STATUS", "1"])),       # was "missing COMMAND"
+    (["autocall", "--delay", "0"], ("127.0.0.1", 50000, ["autocall", "--delay", "0"])),
+    (["50000", "STATUS", "1"], ("127.0.0.1", 50000, ["STATUS", "1"])),  # was "bad port 'STATUS'"
+    (["4000", "JOB", "a"], ("127.0.0.1", 4000, ["JOB", "a"])),
+    (["localhost", "Job", "a"], ("localhost", 50000, ["Job", "a"])),
+    (["localhost"], ("localhost", 50000, [])),
+    (["job:7", "JOB", "a"], ("job", 7, ["JOB", "a"])),                # a host named like a command
+])
+def test_host_and_port_default_as_the_readme_says(args, expected):
+    got = client.parse_address(args)
+    assert got == expected, f"{args}: expected {expected}, got {got}"
 
 
 def test_vocabulary():

@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from tools.demo import assign_words, pids_by_source
+from core.worker_options import worker_parser
+from tools.demo import assign_words, parse_args, pids_by_source
 
 RUN_TIMEOUT = 180      # hang guard for the whole demo, not a measurement
 
@@ -48,6 +49,26 @@ def test_pids_by_source_from_syslog():
     assert got == {5000: 11, 6000: 22}, f"got {got}"
 
 
+# ------------------------------------------------------------ pace
+
+def test_default_pace_is_the_workers_own_so_a_person_can_watch():
+    """The demo used to stream at 0.05 s a word and be over in 0.6 s."""
+    worker_default = worker_parser("w", "select").get_default("word_delay")
+    args = parse_args([])
+    assert args.word_delay == worker_default == 0.25, \
+        f"expected the worker's default word delay 0.25 s, got demo {args.word_delay}, " \
+        f"worker {worker_default}"
+    assert args.job_delay > 0, f"expected jobs submitted apart, got {args.job_delay}"
+
+
+def test_quick_flag_is_fast_unless_a_delay_is_given():
+    quick = parse_args(["--quick"])
+    assert quick.word_delay < 0.05 and quick.job_delay == 0, \
+        f"expected a fast run, got word delay {quick.word_delay}, job delay {quick.job_delay}"
+    given = parse_args(["--quick", "--word-delay", "0.1"])
+    assert given.word_delay == 0.1, f"expected the given 0.1, got {given.word_delay}"
+
+
 # ------------------------------------------------------------ end to end
 
 MISSING = [p for p in ("impl_select/broker.py", "impl_select/worker.py")
@@ -57,13 +78,16 @@ MISSING = [p for p in ("impl_select/broker.py", "impl_select/worker.py")
 @pytest.mark.skipif(bool(MISSING), reason=f"not written yet: {', '.join(MISSING)}")
 def test_demo_end_to_end():
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.demo", "--jobs", "3", "--word-delay", "0.01"],
+        [sys.executable, "-m", "tools.demo", "--jobs", "3", "--quick"],
         cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
         timeout=RUN_TIMEOUT)
     transcript = f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     assert proc.returncode == 0, f"expected exit 0, got {transcript}"
     assert "Traceback" not in proc.stdout + proc.stderr, f"expected no traceback, got {transcript}"
     assert "all 3 job(s) completed" in proc.stdout, f"expected all 3 completed, got {transcript}"
+    # autoCall's jobs/s rate measured the pause between submissions: meaningless here.
+    assert "jobs/s" not in proc.stdout and "submitted 3 of 3 job(s)" in proc.stdout, \
+        f"expected 'submitted 3 of 3 job(s)' and no rate line, got {transcript}"
 
     submitted = re.findall(r"^\s*\[\d/3\] ID (\d+)  <- (.+)$", proc.stdout, re.MULTILINE)
     assert len(submitted) == 3, f"expected 3 submissions, got {submitted}\n{transcript}"

@@ -15,10 +15,13 @@ from core.grammar import JOB_ID, NumberError, parse_seconds, parse_whole
 from core.grammar import parse_port as _grammar_port
 from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
+from core.options import DEFAULT_CLIENT_PORT
 from tools.words import random_job_text
 
 __all__ = [
     "DEFAULT_DELAY",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
     "DEFAULT_NUM_JOBS",
     "DEFAULT_TIMEOUT",
     "AutoCallResult",
@@ -36,6 +39,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = DEFAULT_CLIENT_PORT      # the broker's default client port
+COMMANDS = ("JOB", "STATUS", "AUTOCALL")
 DEFAULT_NUM_JOBS = 50
 DEFAULT_DELAY = 0.1
 
@@ -47,10 +53,14 @@ EXIT_CONNECTION = 3    # cannot connect, connection lost, reply timed out
 EXIT_INTERRUPTED = 130
 
 HELP = """\
-usage: python3 -m tools.client [--timeout S] [--token-file PATH] HOST PORT COMMAND...
+usage: python3 -m tools.client [--timeout S] [--token-file PATH] [HOST [PORT]] COMMAND...
        python3 -m tools.client [--timeout S] [--token-file PATH] HOST:PORT COMMAND...
 
-Talk to a workq broker on its client port (default 50000).
+Talk to a workq broker on its client port. HOST and PORT are optional: the
+defaults are 127.0.0.1 and 50000 (the broker's default client port), so
+"STATUS 1" asks 127.0.0.1:50000, "50000 STATUS 1" gives just the port and
+"localhost STATUS 1" just the host. A host named like a command word
+(job, status, autocall) must be written HOST:PORT.
 
 commands (the command word is case-insensitive):
   JOB text...          submit one job; prints "ID <n>". Without text
@@ -80,6 +90,7 @@ exit status:
   connection lost or reply timed out; 130 interrupted (Ctrl-C).
 
 examples:
+  python3 -m tools.client JOB compile the kernel          (127.0.0.1:50000)
   python3 -m tools.client 127.0.0.1 50000 JOB compile the kernel
   echo "index rebuild" | python3 -m tools.client 127.0.0.1:50000 job
   python3 -m tools.client localhost:50000 STATUS 1
@@ -124,14 +135,29 @@ def parse_port(text):
         raise UsageError(str(error)) from None
 
 
-def parse_address(args):
-    """Split ``HOST PORT rest...`` or ``HOST:PORT rest...``.
+def _is_command(word):
+    return word.upper() in COMMANDS
 
-    Returns ``(host, port, rest)``; raises UsageError. ``[::1]:50000`` is
-    accepted for IPv6.
+
+def _looks_numeric(word):
+    """Meant as a port: digits (any script, so that the grammar names a wrong
+    one) and no letter or dot, which every host name and IPv4 address has."""
+    return any(c.isdigit() for c in word) and not any(c.isalpha() or c == "." for c in word)
+
+
+def parse_address(args):
+    """Split ``[HOST [PORT]] rest...`` or ``HOST:PORT rest...``.
+
+    Returns ``(host, port, rest)``; raises UsageError. HOST and PORT are
+    optional, as the README promises: an argument that is a command word
+    (``JOB``, ``STATUS``, ``autoCall``, any case) starts the command, so
+    ``STATUS 1`` asks 127.0.0.1:50000 and ``localhost STATUS 1`` asks
+    localhost:50000; a first argument of ASCII digits is a PORT on
+    127.0.0.1 (``50000 STATUS 1``). A host whose name is a command word
+    must be written ``HOST:PORT``. ``[::1]:50000`` is accepted for IPv6.
     """
-    if not args:
-        raise UsageError("missing HOST and PORT (see --help)")
+    if not args or _is_command(args[0]):
+        return DEFAULT_HOST, DEFAULT_PORT, list(args)
     first = args[0]
     if first.startswith("[") and "]:" in first:          # [v6]:port
         host, _, port = first[1:].partition("]:")
@@ -141,8 +167,13 @@ def parse_address(args):
         if not host:
             raise UsageError(f"missing host in {first!r}")
         return host, parse_port(port), list(args[1:])
-    if len(args) < 2:
-        raise UsageError(f"missing PORT after host {first!r} (see --help)")
+    if _looks_numeric(first):                           # PORT alone: this machine
+        return DEFAULT_HOST, parse_port(first), list(args[1:])
+    if len(args) < 2 or _is_command(args[1]):           # HOST alone: the default port
+        return first, DEFAULT_PORT, list(args[1:])
+    if not _looks_numeric(args[1]):
+        raise UsageError(f"after host {first!r} expected a port number or a command "
+                         f"(JOB, STATUS, autoCall), got {args[1]!r}")
     return first, parse_port(args[1]), list(args[2:])
 
 
@@ -297,11 +328,14 @@ class AutoCallResult:
 
     ``jobs``: list of ``(text, job_id)`` in submission order, ``job_id`` None
     for a failed submission; ``errors``: list of ``(index, message)``;
-    ``submitted``/``failed``/``not_attempted`` counts; ``elapsed`` seconds.
+    ``submitted``/``failed``/``not_attempted`` counts; ``elapsed`` seconds;
+    ``delay`` the pause between submissions (the summary gives a jobs/s rate
+    only without one: with one, the rate would measure the pause).
     """
 
-    def __init__(self, num_jobs):
+    def __init__(self, num_jobs, delay=0.0):
         self.num_jobs = num_jobs
+        self.delay = delay       # the pause between submissions, seconds
         self.jobs = []
         self.errors = []
         self.elapsed = 0.0
@@ -329,7 +363,9 @@ class AutoCallResult:
         if self.not_attempted:
             parts.append(f"not attempted {self.not_attempted}")
         parts.append(f"elapsed {self.elapsed:.2f} s")
-        parts.append(f"rate {self.rate:.1f} jobs/s")
+        if self.delay == 0:
+            # With a pause between jobs the rate would only measure the pause.
+            parts.append(f"rate {self.rate:.1f} jobs/s")
         return "summary: " + ", ".join(parts)
 
 
@@ -351,7 +387,7 @@ def auto_call(host, port, num_jobs=DEFAULT_NUM_JOBS, delay=DEFAULT_DELAY, *,
         rng = random.Random(seed)
     if texts is not None:
         num_jobs = len(texts)
-    result = AutoCallResult(num_jobs)
+    result = AutoCallResult(num_jobs, delay)
     width = len(str(num_jobs))
     start = time.monotonic()
     conn = Connection(host, port, timeout)
@@ -501,7 +537,8 @@ def run(argv, stdin=None, out=None):
         i += 1
     host, port, rest = parse_address(argv[i:])
     if not rest:
-        raise UsageError("missing COMMAND: JOB, STATUS or autoCall (see --help)")
+        given = f" after the address {_describe(host, port)}" if argv[i:] else ""
+        raise UsageError(f"missing COMMAND{given}: JOB, STATUS or autoCall (see --help)")
     command, args = rest[0], rest[1:]
     upper = command.upper()
     if upper == "JOB":

@@ -1,11 +1,12 @@
 """One command that shows the whole workq system at work.
 
-    python3 -m tools.demo [--jobs N] [--workers 2] [--word-delay S]
-                          [--impl select|threads] [--deadline S] [--seed X]
+    python3 -m tools.demo [--quick] [--jobs N] [--workers 2] [--word-delay S]
+                          [--job-delay S] [--impl select|threads] [--deadline S] [--seed X]
 
 Enters a private network namespace where it can (conformance/netns.py, shared with the test suite), starts a
 broker and workers on free ports, submits autoCall-style jobs, prints the
-words arriving on the multicast group and the workers' syslog lines as they
+words arriving on the multicast group at the workers' real pace (0.25 s
+between words, as the original system; ``--quick`` for a fast run) and the workers' syslog lines as they
 come, waits until every job is ``completed``, prints a per-job summary and
 the final statuses, and stops everything it started.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "Recorder",
     "assign_words",
     "main",
+    "parse_args",
     "pick_free_tcp_ports",
     "run_demo",
     "wait_for_port",
@@ -44,6 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# The pace a person can follow: the worker's own default word delay (the
+# original assignment's 0.25 s), jobs submitted a little apart so that their
+# states can be seen changing. --quick: as fast as it goes (for tests).
+WORD_DELAY, JOB_DELAY = 0.25, 0.5
+QUICK_WORD_DELAY, QUICK_JOB_DELAY = 0.01, 0.0
 
 
 class DemoError(Exception):
@@ -404,17 +412,29 @@ def run_demo(args, out=None):
         texts = [random_job_text(rng) for _ in range(args.jobs)]
         emit("\nlive: words as they arrive (worker = the sender's UDP source port), "
              "syslog lines, job status changes")
-        emit(f"submitting {args.jobs} job(s):")
-        result = client.auto_call(HOST, client_port, delay=0, texts=texts,
-                                  timeout=args.timeout,
-                                  on_job=lambda i, text, job_id, error: emit(
-                                      f"  [{i + 1}/{args.jobs}] "
-                                      + (f"ID {job_id}  <- {text}" if error is None
-                                         else f"FAILED {error}  <- {text}")))
-        emit(f"  {result.summary()}")
-        jobs = [(job_id, text) for text, job_id in result.jobs if job_id is not None]
+        emit(f"submitting {args.jobs} job(s), {args.job_delay:g} s apart; each worker "
+             f"sends a word every {args.word_delay:g} s:")
+        # Job states are watched from the first submission on, so that a person
+        # sees each job go waiting -> running -> completed while the words arrive.
+        jobs, submitted = [], threading.Event()
+        watcher = StatusWatcher(jobs, submitted, client_port, args, emit, children)
+        watcher.start()
 
-        states = wait_completed(jobs, client_port, args, emit, children)
+        def on_job(i, text, job_id, error):
+            emit(f"  [{i + 1}/{args.jobs}] " + (f"ID {job_id}  <- {text}" if error is None
+                                                else f"FAILED {error}  <- {text}"))
+            if job_id is not None:
+                jobs.append((job_id, text))
+
+        try:
+            result = client.auto_call(HOST, client_port, delay=args.job_delay, texts=texts,
+                                      timeout=args.timeout, on_job=on_job)
+        finally:
+            submitted.set()
+        # Not result.summary(): its time and rate describe the pacing, not the system.
+        emit(f"  submitted {result.submitted} of {args.jobs} job(s)"
+             + (f", {result.failed} failed" if result.failed else ""))
+        states = watcher.result()
         all_done = len(jobs) == args.jobs and all(
             states.get(job_id) == "completed" for job_id, _ in jobs)
         if all_done:
@@ -481,30 +501,58 @@ def _completed_in(logs):
     return ids
 
 
-def wait_completed(jobs, client_port, args, emit, children):
+class StatusWatcher:
+    """:func:`wait_completed` on a thread, while the jobs are being submitted.
+    ``result()`` waits for it and returns its states, or raises what it raised."""
+
+    def __init__(self, jobs, submitted, client_port, args, emit, children):
+        self._call = (jobs, client_port, args, emit, children, submitted)
+        self._outcome = None
+        self._thread = threading.Thread(target=self._run, name="demo-status", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._outcome = (wait_completed(*self._call), None)
+        except Exception as error:        # re-raised in the main thread by result()
+            self._outcome = (None, error)
+
+    def result(self):
+        self._thread.join()
+        states, error = self._outcome
+        if error is not None:
+            raise error
+        return states
+
+
+def wait_completed(jobs, client_port, args, emit, children, submitted=None):
     """Poll STATUS of every job until all are completed or the deadline;
-    print each change of state. Returns {job_id: last state}."""
+    print each change of state. ``jobs``: list of ``(job_id, text)``, which
+    may grow while this runs until the Event ``submitted`` is set (None: the
+    list is complete). Returns {job_id: last state}."""
     deadline = time.monotonic() + args.deadline
     states = {}
-    pending = [job_id for job_id, _ in jobs]
     conn = None
     reported_dead = set()
     try:
-        while pending:
-            if conn is None or conn.closed:
+        while True:
+            finished = submitted is None or submitted.is_set()   # before reading the list
+            pending = [job_id for job_id, _ in list(jobs) if states.get(job_id) != "completed"]
+            if pending and (conn is None or conn.closed):
                 conn = client.Connection(HOST, client_port, args.timeout)
-            for job_id in list(pending):
+            for job_id in pending:
                 state = conn.status(job_id)
                 if state != states.get(job_id):
                     states[job_id] = state
                     emit(f"{mcast_listen.timestamp()}  STATUS {job_id} -> {state}")
-                if state == "completed":
-                    pending.remove(job_id)
             for name, code in children.check_alive():
                 if name not in reported_dead:
                     reported_dead.add(name)
                     emit(f"warning: {name} exited with status {code}")
-            if not pending:
+            pending = [job_id for job_id in pending if states.get(job_id) != "completed"]
+            if finished and not pending:
                 break
             if time.monotonic() >= deadline:
                 emit(f"deadline: {len(pending)} job(s) not completed within "
@@ -579,7 +627,10 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The demo's command line (``argv`` without the program name; None:
+    sys.argv). Returns the argparse namespace, ``word_delay`` and
+    ``job_delay`` filled in from ``--quick``; a usage error exits 2."""
     parser = UsageParser(
         prog="python3 -m tools.demo",
         description="Show the whole workq system in one command: a broker and "
@@ -589,8 +640,9 @@ def main(argv=None):
                     "per-job results and the final statuses. Everything started "
                     "is stopped at the end, also on Ctrl-C.",
         epilog="examples:\n"
-               "  python3 -m tools.demo\n"
-               "  python3 -m tools.demo --jobs 20 --workers 4 --word-delay 0.02\n"
+               "  python3 -m tools.demo               (about 6 s: watch the words arrive)\n"
+               "  python3 -m tools.demo --quick       (a second or two)\n"
+               "  python3 -m tools.demo --jobs 20 --workers 4 --word-delay 0.1\n"
                "  python3 -m tools.demo --impl threads\n"
                "exit status: 0 every job completed; 1 some job did not complete "
                "by the deadline or something failed; 2 bad arguments or missing "
@@ -600,8 +652,14 @@ def main(argv=None):
                         help="jobs to submit (default 8)")
     parser.add_argument("--workers", type=_positive_int, default=2, metavar="N",
                         help="workers to start (default 2)")
-    parser.add_argument("--word-delay", type=_seconds, default=0.05, metavar="S",
-                        help="worker's pause between words (default 0.05)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a fast run: --word-delay {QUICK_WORD_DELAY:g} and --job-delay "
+                             f"{QUICK_JOB_DELAY:g} unless given")
+    parser.add_argument("--word-delay", type=_seconds, default=None, metavar="S",
+                        help=f"worker's pause between words (default {WORD_DELAY:g}, the "
+                             "workers' own default, the original system's pace)")
+    parser.add_argument("--job-delay", type=_seconds, default=None, metavar="S",
+                        help=f"pause between two job submissions (default {JOB_DELAY:g})")
     parser.add_argument("--impl", choices=("select", "threads"), default="select",
                         help="implementation: impl_select (default) or impl_threads")
     parser.add_argument("--deadline", type=_seconds, default=60.0, metavar="S",
@@ -616,6 +674,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be greater than 0")
+    if args.word_delay is None:
+        args.word_delay = QUICK_WORD_DELAY if args.quick else WORD_DELAY
+    if args.job_delay is None:
+        args.job_delay = QUICK_JOB_DELAY if args.quick else JOB_DELAY
+    return args
+
+
+def main(argv=None):
+    """Run the demo from a command line; returns the exit status."""
+    args = parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run_demo(args)

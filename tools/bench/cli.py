@@ -27,6 +27,8 @@ examples:
   python3 -m tools.bench --profile            ... plus the select broker's profile
   python3 -m tools.bench --quick --output /tmp/b.md --plots-dir /tmp/plots
   python3 -m tools.bench --scenarios cycle,dispatch --brokers select,beanstalkd
+  python3 -m tools.bench --replot             the PNGs again from benchmarks/runs.json
+                                              (every run of the last bench, saved by it)
 """
 
 
@@ -54,6 +56,9 @@ def parse_args(argv):
                         help="the report to write (default: BENCHMARKS.md in the checkout)")
     parser.add_argument("--plots-dir", default=str(ROOT / "benchmarks"),
                         help="where the PNG plots go (default: benchmarks/ in the checkout)")
+    parser.add_argument("--replot", nargs="?", const="", metavar="RUNS.json",
+                        help="measure nothing: draw the PNG plots again from the runs a bench "
+                             f"run saved (default: {report.RUNS_FILE} in --plots-dir)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install beanstalkd when it is missing")
     parser.add_argument("--wait-quiet", type=number_type(parse_seconds), default=0.0,
@@ -80,6 +85,23 @@ def _choose(text, known, aliases, parser, what):
     return [name for name in known if name in chosen]      # a fixed order
 
 
+def replot(runs_path, plots_dir):
+    """``--replot``: the PNGs again from saved runs; exit status 0, or 1 with one
+    line when the file cannot be read or matplotlib is missing."""
+    try:
+        rows, meta = report.load_runs(runs_path)
+    except (OSError, ValueError) as error:
+        log(f"bench: cannot replot from {runs_path}: {getattr(error, 'strerror', None) or error}")
+        return 1
+    plots, message = report.plot(rows, plots_dir, meta.get("brokers") or
+                                 sorted({row.broker for row in rows}), meta)
+    if message:
+        log(f"bench: {message}")
+        return 1
+    log("bench: wrote " + ", ".join(str(path) for _, path in plots))
+    return 0
+
+
 def log(message):
     print(message, file=sys.stderr, flush=True)
 
@@ -87,6 +109,8 @@ def log(message):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot or str(Path(args.plots_dir) / report.RUNS_FILE), args.plots_dir)
     config = Config.quick() if args.quick else Config.full()
     if args.duration is not None:
         config.duration = args.duration
@@ -125,7 +149,12 @@ def main(argv=None):
         bench.close()
 
     output = Path(args.output)
-    plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = procstat.machine_info()
+    plot_meta = {"machine": machine, "date": date, "quick": args.quick, "brokers": brokers}
+    Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
+    report.save_runs(bench.rows, plot_meta, Path(args.plots_dir) / report.RUNS_FILE)
+    plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers, plot_meta)
     if plot_message:
         log(f"bench: {plot_message}")
     plot_links = [(title, report.relative(p, output.resolve().parent)) for title, p in plots]
@@ -133,10 +162,10 @@ def main(argv=None):
     if os.environ.get("TOX_ENV_NAME"):
         command += f"      (run by tox -e {os.environ['TOX_ENV_NAME']})"
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "command": command,
         "quick": args.quick,
-        "machine": procstat.machine_info(),
+        "machine": machine,
         "beanstalkd_version": version,
         "beanstalkd_message": message,
         "load_before": " / ".join(f"{x:.2f}" for x in load_before),

@@ -384,8 +384,135 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None)
 
 # -- plots ---------------------------------------------------------------------------------
 
-def plot(rows, directory, brokers):
-    """Write the PNGs; returns ([(title, path)], message or None)."""
+# (scenario, level key in Row.extra, file name, title, x label, throughput label, CPU label,
+#  how the reported run was chosen among the runs)
+CHARTS = [
+    ("closed", "connections", "submit_vs_connections.png",
+     "Submit, closed loop: throughput and CPU by client connections", "client connections",
+     "jobs/s", "CPU µs per job (broker)", "the median of its runs by CPU per job"),
+    ("scaling", "idle", "cycle_vs_idle_connections.png",
+     "Job cycle (16 workers) beside idle connections held open", "idle connections",
+     "cycles/s", "CPU µs per cycle (broker)", "the median of its runs by throughput"),
+    ("durable", "connections", "durable_vs_connections.png",
+     "Durable submit: throughput and CPU by client connections", "client connections",
+     "jobs/s", "CPU µs per job (broker)", "its one run"),
+]
+
+# What a reader of a figure needs to know about the brokers that are not brokers
+# (floor) or not ours (original, beanstalkd); the same words as BENCHMARKS.md.
+BROKER_NOTES = {
+    "floor": "floor = not a broker: a raw epoll loop in Python that only reads a request and "
+             "answers it (no parsing, no job table, no checks); the least any CPython broker of "
+             "this design can cost.",
+    "original": "original = the original system's broker (tests/original/workQueue.py), the "
+                "baseline to beat.",
+    "beanstalkd": "beanstalkd = the C work queue the targets compare against.",
+}
+
+
+def chart_series(rows, scenario, key, brokers):
+    """The numbers of one chart: ``(levels, series)``.
+
+    ``levels``: the sorted values of ``row.extra[key]`` (client counts, idle
+    connections). ``series``: ``{broker: {level: point}}`` for the brokers in
+    ``brokers`` that have a measured row, each point a dict with
+    ``throughput`` (ops/s) and ``cpu`` (broker CPU µs per op) of the reported
+    run, ``throughput_range`` and ``cpu_range`` (lowest, highest over the runs
+    kept in ``row.extra["runs"]``; the reported value alone when there was one
+    run) and ``runs`` (how many).
+    """
+    chosen = [r for r in rows if r.scenario == scenario and r.ok and key in r.extra]
+    levels = sorted({r.extra[key] for r in chosen})
+    series = {}
+    for broker in brokers:
+        points = {}
+        for row in (r for r in chosen if r.broker == broker):
+            runs = [run for run in row.extra.get("runs") or () if run[0] and run[1]]
+            if not runs:
+                runs = [(row.throughput, row.cpu_per_op)]
+            rates = [rate for rate, _ in runs]
+            cpus = [cpu * 1e6 for _, cpu in runs]
+            points[row.extra[key]] = {
+                "throughput": row.throughput, "cpu": row.cpu_per_op * 1e6,
+                "throughput_range": (min(rates + [row.throughput]), max(rates + [row.throughput])),
+                "cpu_range": (min(cpus + [row.cpu_per_op * 1e6]), max(cpus + [row.cpu_per_op * 1e6])),
+                "runs": len(runs)}
+        if points:
+            series[broker] = points
+    return levels, series
+
+
+def figure_notes(brokers, meta, chosen_how="the median of its runs"):
+    """The lines printed under a figure: how to read the bars and whiskers, what
+    the reference brokers among ``brokers`` are, and the machine and date from
+    ``meta`` (``machine`` as procstat.machine_info(), ``date``, ``quick``)."""
+    notes = [f"Bar: each broker's reported run ({chosen_how}, as in BENCHMARKS.md); whisker: "
+             "lowest to highest of its runs (none: a single run). Levels are categories, "
+             "not a scale."]
+    notes += [BROKER_NOTES[b] for b in ("floor", "original", "beanstalkd") if b in brokers]
+    machine = meta.get("machine") or {}
+    ram = machine.get("ram_bytes")
+    notes.append(f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+                 f"{'' if ram is None else f', {ram / 2**30:.1f} GiB RAM'}; Python "
+                 f"{machine.get('python', '?')}; Linux {machine.get('kernel', '?')}. "
+                 f"Measured {meta.get('date', '?')}.")
+    if meta.get("quick"):
+        notes.append("A --quick run (tiny counts): its numbers are not meaningful.")
+    return notes
+
+
+def draw_chart(plt, levels, series, brokers, texts, notes):
+    """One figure: throughput (left) and CPU per op (right), one group of bars
+    per level, one bar per broker with min-max whiskers, ``notes`` underneath.
+    ``texts``: (title, x label, throughput label, CPU label). Returns the figure."""
+    import textwrap
+
+    from matplotlib.ticker import FuncFormatter
+    title, xlabel, ylabel, cpu_label = texts
+    lines = [wrapped for note in notes for wrapped in textwrap.wrap(note, 190)]
+    height = 4.2 + 0.14 * len(lines)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, height))
+    shown = [b for b in brokers if b in series]
+    colours = {b: f"C{i}" for i, b in enumerate(brokers)}
+    width = min(0.8 / max(1, len(shown)), 0.3)
+    for axis, field, label in ((left, "throughput", ylabel), (right, "cpu", cpu_label)):
+        for j, broker in enumerate(shown):
+            offset = (j - (len(shown) - 1) / 2) * width
+            xs, values, below, above = [], [], [], []
+            for i, level in enumerate(levels):
+                point = series[broker].get(level)
+                if point is None:
+                    continue
+                low, high = point[f"{field}_range"]
+                xs.append(i + offset)
+                values.append(point[field])
+                below.append(point[field] - low)
+                above.append(high - point[field])
+            spread = [below, above] if any(below) or any(above) else None   # one run: no whisker
+            axis.bar(xs, values, width, yerr=spread, capsize=3, label=broker,
+                     color=colours[broker], error_kw={"elinewidth": 1, "ecolor": "black"})
+        axis.set_xticks(range(len(levels)))
+        axis.set_xticklabels([f"{level:,}" for level in levels])
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+        axis.yaxis.set_major_formatter(FuncFormatter(
+            lambda value, _: f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"))
+        axis.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncols=len(shown), fontsize=8,
+               bbox_to_anchor=(0.5, 1 - 0.45 / height), frameon=False)
+    notes_height = (0.14 * len(lines) + 0.1) / height
+    fig.tight_layout(rect=(0, notes_height, 1, 1 - 0.55 / height))
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7.5, ha="left", va="bottom")
+    return fig
+
+
+def plot(rows, directory, brokers, meta=None):
+    """Write the PNGs into ``directory``; returns ([(title, path)], message or None).
+    ``meta``: ``machine`` and ``date`` (and ``quick``) printed on every figure;
+    None: this machine, now."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -393,48 +520,56 @@ def plot(rows, directory, brokers):
     except ImportError:
         return [], ("No plots: matplotlib is not installed (`python3 -m pip install matplotlib`, "
                     "or run `tox -e bench`, whose environment has it).")
+    if meta is None:
+        from datetime import datetime, timezone
+
+        from . import procstat
+        meta = {"machine": procstat.machine_info(),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    charts = [
-        ("closed", "connections", "submit_vs_connections.png",
-         "Submit, closed loop: throughput against client connections", "client connections",
-         "jobs/s", "CPU µs per job (broker)"),
-        ("scaling", "idle", "cycle_vs_idle_connections.png",
-         "Job cycle (16 workers): throughput against idle connections held open",
-         "idle connections", "cycles/s", "CPU µs per cycle (broker)"),
-        ("durable", "connections", "durable_vs_connections.png",
-         "Durable submit: throughput against client connections", "client connections",
-         "jobs/s", "CPU µs per job (broker)"),
-    ]
-    for scenario, key, name, title, xlabel, ylabel, cpu_label in charts:
-        chosen = [r for r in rows if r.scenario == scenario and r.ok]
-        if not chosen:
+    for scenario, key, name, title, xlabel, ylabel, cpu_label, chosen_how in CHARTS:
+        levels, series = chart_series(rows, scenario, key, brokers)
+        if not series:
             continue
-        levels = sorted({r.extra[key] for r in chosen})
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for broker in brokers:
-            points = sorted((r.extra[key], r) for r in chosen if r.broker == broker)
-            if not points:
-                continue
-            xs = [levels.index(level) for level, _ in points]
-            left.plot(xs, [r.throughput for _, r in points], marker="o", label=broker)
-            right.plot(xs, [r.cpu_per_op * 1e6 for _, r in points], marker="o", label=broker)
-        for axis, label in ((left, ylabel), (right, cpu_label)):
-            axis.set_xticks(range(len(levels)))
-            axis.set_xticklabels([f"{level:,}" for level in levels])
-            axis.set_xlabel(xlabel)
-            axis.set_ylabel(label)
-            axis.set_ylim(bottom=0)
-            axis.grid(True, alpha=0.3)
-            axis.legend()
-        fig.suptitle(title)
-        fig.tight_layout()
+        notes = figure_notes([b for b in brokers if b in series], meta, chosen_how)
+        fig = draw_chart(plt, levels, series, brokers, (title, xlabel, ylabel, cpu_label), notes)
         path = directory / name
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append((title, path))
     return written, None
+
+
+RUNS_FILE = "runs.json"
+
+
+def save_runs(rows, meta, path):
+    """Write the measured rows (each with every run in ``extra["runs"]``) and
+    ``meta`` (``machine``, ``date``, ``quick``, ``brokers``) as JSON to ``path``,
+    so that the figures can be drawn again without measuring
+    (``python3 -m tools.bench --replot``)."""
+    import dataclasses
+    import json
+    data = {"meta": meta, "rows": [dataclasses.asdict(row) for row in rows]}
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def load_runs(path):
+    """``(rows, meta)`` from a file written by :func:`save_runs`. Raises OSError
+    and ValueError (not JSON, or not rows of the bench)."""
+    import json
+
+    from .scenarios import Row
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error})") from None
+    try:
+        return [Row(**row) for row in data["rows"]], data["meta"]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a file of bench runs ({error})") from None
 
 
 def relative(path, start):

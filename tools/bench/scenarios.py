@@ -123,11 +123,18 @@ def median_run(runs):
     if not measured:
         return runs[0]
     chosen = measured[len(measured) // 2]
+    chosen.extra["runs"] = run_spread(measured)
     if len(runs) > 1:
         chosen.note = _join(chosen.note, "median of {} runs by CPU ({} µs)".format(
             len(runs), ", ".join(f"{run.cpu_per_op * 1e6:.2f}" if run.ok else "failed"
                                  for run in runs)))
     return chosen
+
+
+def run_spread(runs):
+    """Every measured run as ``(ops per second, broker CPU seconds per op)``:
+    the plots draw their min-max spread around the chosen run."""
+    return [(run.throughput, run.cpu_per_op) for run in runs if run.ok]
 
 
 def fmt_k(rate):
@@ -320,6 +327,7 @@ class Bench:
                                          if k not in ("extra", "note")})
                     row.note = _join(note, chosen.note, "median of {} runs ({})".format(
                         repeats, ", ".join(fmt_k(r.throughput) for r in runs)))
+                    row.extra["runs"] = run_spread(runs)
                     if name == "threads":
                         row.extra["threads"] = procstat.thread_count(broker.pid)
                     row.extra["rss"] = procstat.rss_bytes(broker.pid)

@@ -1,0 +1,128 @@
+"""Every start-up failure of a broker or a worker is one line on stderr that
+names what failed (the store path, the token file, the busy port, the
+multicast interface), with exit status 1, never a traceback; a command line
+that cannot work (two equal ports) is a usage error, exit status 2."""
+
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import IMPLS, ROOT
+
+RUN_TIMEOUT = 30      # hang guard for a start-up that should fail at once, not a measurement
+
+
+def run(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, check=False)
+
+
+def assert_one_line(proc, status, *needles):
+    """Exit ``status``, nothing on stdout, one stderr line holding every needle."""
+    got = f"exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr!r}"
+    assert proc.returncode == status, f"expected exit {status}, got {got}"
+    assert "Traceback" not in proc.stderr, f"expected no traceback, got {got}"
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {got}"
+    for needle in needles:
+        assert needle in lines[0], f"expected {needle!r} in the error, got {got}"
+
+
+@pytest.fixture(params=IMPLS, ids=[impl.split("_", 1)[1] for impl in IMPLS])
+def impl(request):
+    return request.param
+
+
+@pytest.fixture
+def busy_port():
+    """A port on 127.0.0.1 that a listener holds for the whole test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def closed_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------ store
+
+def test_store_in_a_missing_directory_names_the_directory(impl, tmp_path):
+    path = tmp_path / "no" / "such" / "x.db"
+    proc = run(f"{impl}.broker", 0, 0, "--store", f"sqlite:{path}")
+    assert_one_line(proc, 1, f"sqlite:{path}", f"directory {path.parent} does not exist")
+
+
+def test_store_that_is_a_directory_is_named(impl, tmp_path):
+    proc = run(f"{impl}.broker", 0, 0, "--store", f"sqlite:{tmp_path}")
+    assert_one_line(proc, 1, f"sqlite:{tmp_path}", "is a directory")
+
+
+def test_store_that_is_not_a_database_is_named(impl, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, just some words\n" * 100)
+    proc = run(f"{impl}.broker", 0, 0, "--store", f"sqlite:{path}")
+    assert_one_line(proc, 1, f"sqlite:{path}", "not a database")
+
+
+def test_store_of_another_program_is_named(impl, tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE jobs (name TEXT)")      # same table name, other columns
+    db.close()
+    proc = run(f"{impl}.broker", 0, 0, "--store", f"sqlite:{path}")
+    assert_one_line(proc, 1, f"sqlite:{path}")
+
+
+# ------------------------------------------------------------- token file
+
+@pytest.mark.parametrize("program", ["broker", "worker"])
+def test_missing_token_file_is_named(impl, program, tmp_path):
+    path = tmp_path / "absent-token"
+    args = (0, 0) if program == "broker" else (f"127.0.0.1:{closed_port()}",)
+    proc = run(f"{impl}.{program}", *args, "--token-file", path)
+    assert_one_line(proc, 1, f"--token-file {path}", "No such file or directory")
+
+
+@pytest.mark.parametrize("program", ["broker", "worker"])
+def test_empty_token_file_is_named(impl, program, tmp_path):
+    path = tmp_path / "token"
+    path.write_text("\n")
+    args = (0, 0) if program == "broker" else (f"127.0.0.1:{closed_port()}",)
+    proc = run(f"{impl}.{program}", *args, "--token-file", path)
+    assert_one_line(proc, 1, str(path), "empty")
+
+
+# ------------------------------------------------------------------ ports
+
+def test_busy_client_port_is_named(impl, busy_port):
+    proc = run(f"{impl}.broker", busy_port, 0)
+    assert_one_line(proc, 1, f"for clients on 127.0.0.1 port {busy_port}", "in use")
+
+
+def test_busy_worker_port_is_named(impl, busy_port):
+    """The issue's case: 'broker 50005 50001' with 50001 taken said 'ports 50005/50001'."""
+    proc = run(f"{impl}.broker", 0, busy_port)
+    assert_one_line(proc, 1, f"for workers on 127.0.0.1 port {busy_port}", "in use")
+
+
+def test_same_port_for_clients_and_workers_is_a_usage_error(impl):
+    port = closed_port()
+    proc = run(f"{impl}.broker", port, port)
+    assert_one_line(proc, 2, f"both {port}", "two different ports")
+
+
+# -------------------------------------------------------- multicast interface
+
+def test_multicast_interface_this_machine_lacks_is_named(impl):
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never a local address, so the kernel
+    # refuses IP_MULTICAST_IF and nothing is sent; the broker port is closed.
+    proc = run(f"{impl}.worker", f"127.0.0.1:{closed_port()}", "--mcast-if", "192.0.2.1")
+    assert_one_line(proc, 1, "--mcast-if 192.0.2.1")
