@@ -177,7 +177,8 @@ def pytest_configure(config):
         _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
         _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
     replies = _replies_of(targets, config.getoption("replies") or [])
-    _check_startable(targets)
+    target_cwd = REPO_ROOT if FROM_CHECKOUT else config.invocation_params.dir
+    _check_startable(targets, target_cwd)
     # Before any socket exists: the namespace is per thread and inherited.
     if any(target.broker_addr for target in targets):
         network = "loopback (--netns off: --broker-addr names a broker outside)"
@@ -190,8 +191,7 @@ def pytest_configure(config):
     multicast_group = _multicast_group(spec_path)
     config.stash[TARGETS] = {
         target.name: Settings(broker_cmd=target.broker_cmd, worker_cmd=target.worker_cmd,
-                              cwd=REPO_ROOT if FROM_CHECKOUT
-                              else config.invocation_params.dir,
+                              cwd=target_cwd,
                               python=sys.executable,
                               multicast_group=multicast_group,
                               broker_addr=target.broker_addr, network=network,
@@ -203,9 +203,10 @@ def pytest_configure(config):
     config.stash[SETTINGS] = next(iter(config.stash[TARGETS].values()))
 
 
-def _check_startable(targets):
+def _check_startable(targets, cwd):
     """One clear error, and no run, for a target whose program cannot start
-    (rather than the same failure in every one of its cases)."""
+    in ``cwd``, where targets run (rather than the same failure in every one
+    of its cases)."""
     problems = []
     for target in targets:
         parts = [("worker", target.worker_cmd, WORKER_PLACEHOLDERS)]
@@ -214,7 +215,7 @@ def _check_startable(targets):
         for part, template, placeholders in parts:
             values = dict.fromkeys(placeholders, "0")
             values["python"] = sys.executable
-            why = why_cannot_start(template.format(**values), REPO_ROOT)
+            why = why_cannot_start(template.format(**values), cwd)
             if why:
                 problems.append(f"{target.origin}: the {part} cannot start: {why}")
     if problems:
