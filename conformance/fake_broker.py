@@ -14,7 +14,10 @@ answered ``ERR BAD_ARGUMENT`` at once, as a core broker answers it, and the
 steps see only plain ``FETCH`` lines (a worker must then poll with plain
 ``FETCH`` every fetch interval). An exchange with ``long_poll_fetch: steps``
 hands such lines to its steps instead, which answer them themselves (e.g.
-``NOJOB`` at once, as the original system's broker does).
+``NOJOB`` at once, as the original system's broker does). Likewise a lease
+renewal ``TOUCH <n>`` (extended) is answered ``ERR UNKNOWN_COMMAND`` at once,
+as a broker without leases answers it, and the steps never see it: a worker
+must then go on streaming and stop renewing.
 spec/EXCHANGES.md, "Steps of the worker role", is the reference.
 
 In transcripts the suite's lines on such a connection are marked ``B>``
@@ -35,6 +38,8 @@ DEFAULT_IDLE_MIN = 0.5   # expect_idle_wait: at least this x fetch_interval
 
 # Long-poll (an extended FETCH): the suite answers it as a core broker does.
 LONG_POLL = re.compile(r"(?i)FETCH[ \t]+\S.*")
+# A lease renewal (extended): the suite answers it as a broker without leases does.
+TOUCH = re.compile(r"(?i)TOUCH([ \t].*)?")
 
 # Steps that talk to a broker: meaningless when the suite is the broker.
 BROKER_STEPS = ("connect", "wait_state")
@@ -90,14 +95,19 @@ class WorkerConnection(Connection):
         for line in new:
             if self.refuse_long_poll and LONG_POLL.fullmatch(line):
                 self._refuse(line, now)
+            elif TOUCH.fullmatch(line):
+                self._refuse(line, now, "ERR UNKNOWN_COMMAND unknown command 'TOUCH' "
+                                        "(a core broker)", "no leases")
             else:
                 self.lines.append(line)
                 self.arrivals.append(now)
 
-    def _refuse(self, line, now):
-        """Answer a long-poll FETCH as a core broker does: the steps never see it."""
-        reply = "ERR BAD_ARGUMENT FETCH takes no argument here (a core broker)"
-        self._log(f"B> {reply}  (automatic: the suite plays a core broker, no long-poll)")
+    def _refuse(self, line, now,
+                reply="ERR BAD_ARGUMENT FETCH takes no argument here (a core broker)",
+                lacking="no long-poll"):
+        """Answer a long-poll FETCH (or a TOUCH) as a core broker does: the steps
+        never see it."""
+        self._log(f"B> {reply}  (automatic: the suite plays a core broker, {lacking})")
         try:
             self.sock.send(reply.encode() + b"\n")
         except OSError as error:

@@ -1,5 +1,6 @@
 """Socket set-up shared by both brokers (impl_threads imports it too)."""
 
+import math
 import resource
 import socket
 
@@ -30,10 +31,28 @@ def listen(host, port):
     return sock
 
 
-def keep_alive(sock):
-    """Notice a peer that vanished without a FIN (its held jobs must be requeued)."""
+# Keepalive probes sent before a silent peer is given up (spec leases.peers).
+KEEPALIVE_PROBES = 3
+
+
+def keep_alive(sock, timeout):
+    """Notice a peer that vanished without FIN or RST within about ``timeout``
+    seconds (>= 2), so its held jobs are requeued (spec leases.peers).
+
+    Quiet connection: keepalive probes start after ceil(timeout / 2) s of
+    silence, KEEPALIVE_PROBES of them spread over the other half (whole
+    seconds, at least 1 apart); the kernel drops the connection when none is
+    answered. Unacknowledged data (a reply sent into the partition): Linux's
+    TCP_USER_TIMEOUT (tcp(7), RFC 5482) drops it after ``timeout`` s; with
+    keepalive on it also caps the probing. A stopped process's kernel still
+    answers both, so a hung (SIGSTOPped) peer is the lease's business, not this.
+    """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+        idle = max(1, math.ceil(timeout / 2))
+        interval = max(1, int((timeout - idle) // KEEPALIVE_PROBES))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))

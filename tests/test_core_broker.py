@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core.broker import (
-    CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER, BrokerCore,
+    BURIED, CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER,
+    BrokerCore,
     default_max_memory,
 )
 
@@ -117,16 +118,16 @@ def test_stats_counts_connections_and_jobs(broker):
     client, worker = broker.open(CLIENT), broker.open(WORKER)
     talk(broker, client, b"JOB a\nJOB b\n")
     talk(broker, worker, b"FETCH\n")
-    assert talk(broker, client, b"STATS\n") == ["STATS waiting=1 running=1 completed=0 clients=1 workers=1"]
+    assert talk(broker, client, b"STATS\n") == ["STATS waiting=1 running=1 completed=0 clients=1 workers=1 buried=0"]
     broker.close(worker)
-    assert talk(broker, client, b"STATS\n") == ["STATS waiting=2 running=0 completed=0 clients=1 workers=0"]
+    assert talk(broker, client, b"STATS\n") == ["STATS waiting=2 running=0 completed=0 clients=1 workers=0 buried=0"]
 
 
 def test_state_table_matches_the_spec():
     import yaml
     from pathlib import Path
     spec = yaml.safe_load((Path(__file__).parents[1] / "spec" / "protocol.yaml").read_text())
-    names = {WAITING: "waiting", RUNNING: "running", COMPLETED: "completed"}
+    names = {WAITING: "waiting", RUNNING: "running", COMPLETED: "completed", BURIED: "buried"}
     ours = {(names[src], names[dst]) for (src, _), dst in TRANSITIONS.items()}
     spec_moves = {(t["from"], t["to"]) for t in spec["transitions"] if t["from"] != "new"}
     assert ours == spec_moves
