@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from .netns import describe, enter_private_netns
+from .faultsteps import PARTITION_STEPS
+from .netns import describe, enter_private_netns, inside_private_netns
 from .capture import probe_capture
 from .grammar import GrammarError, number, rules as grammar_rules
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
@@ -332,6 +333,10 @@ class ExchangeItem(pytest.Item):
                         + ", ".join(self.exchange["broker_options"]) + "; --broker-addr names a running one")
         if settings.broker_addr and any("pause_broker" in step for step in self.exchange["steps"]):
             pytest.skip("pauses the broker (SIGSTOP); --broker-addr names one the suite did not start")
+        if (any(key in step for step in self.exchange["steps"] for key in PARTITION_STEPS)
+                and not inside_private_netns()):
+            pytest.skip("cuts a connection with policy routing; needs the suite's private "
+                        "network namespace (root)")
         self.exchange_run = ExchangeRun(self.exchange, settings)
         self.exchange_run.run()
 
