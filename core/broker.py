@@ -32,7 +32,9 @@ least; a token broker closes connections that do not authenticate within
 
 Leases and poison jobs (spec ``leases``): a job handed out by FETCH is held
 by its connection until DONE or until the connection is lost. The first
-``TOUCH <n>`` from the holder binds a lease of ``lease`` seconds; every TOUCH
+``TOUCH <n>`` on a connection binds a lease of ``lease`` seconds to job n and
+to every job the connection fetches afterwards (from the hand-out on, so a
+worker that hangs before its next TOUCH still loses the job); every TOUCH
 renews it; a lease that runs out puts the job back, first in line, and the
 old holder's later TOUCH or DONE gets ERR LEASE_EXPIRED (at-least-once). Only
 leased jobs have a deadline, in one heap swept from ``tick`` (a TOUCH moves the
@@ -157,7 +159,7 @@ class Connection:
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
                  "waiting_fetch", "backlog", "partial_since", "io", "opened", "last_read",
-                 "partial_charge", "backlog_charge", "output_charge", "expired")
+                 "partial_charge", "backlog_charge", "output_charge", "expired", "leasing")
 
     def __init__(self, port, max_line, handlers, authenticated, opened=0.0):
         self.port = port
@@ -176,6 +178,7 @@ class Connection:
         self.backlog_charge = 0      # its lines held behind a FETCH,
         self.output_charge = 0       # its replies the kernel has not taken
         self.expired = None          # ids whose lease ran out while it held them
+        self.leasing = False         # it has sent TOUCH: every job it fetches is leased
 
     def __repr__(self):
         return f"<Connection {self.port} holding {sorted(self.held)}>"
@@ -623,7 +626,7 @@ class BrokerCore:
         while fetchers and self.waiting:
             conn = fetchers.popleft()
             if conn.waiting_fetch is not None:
-                self._end_wait(conn, self._take_next(conn), now)
+                self._end_wait(conn, self._take_next(conn, now), now)
 
     def _status(self, conn, arg, now):
         job_id = parse_job_id(arg)
@@ -637,7 +640,7 @@ class BrokerCore:
                 _fetch_wait(arg)          # still reject a bad argument
             if self._batch is not None:
                 self._charge_batch(conn)
-            return self._take_next(conn)
+            return self._take_next(conn, now)
         if not arg:
             return _NOJOB
         seconds = _fetch_wait(arg)
@@ -661,11 +664,13 @@ class BrokerCore:
                                               f"buffers' {self.buffer_memory} bytes of the memory "
                                               f"budget")
 
-    def _take_next(self, conn):
+    def _take_next(self, conn, now):
         job_id = self.waiting.popleft()
         self._move(job_id, "fetch")
         self.holders[job_id] = conn
         conn.held.add(job_id)
+        if conn.leasing:          # it has renewed before: leased from the hand-out on
+            self._bind_lease(job_id, now)
         return b"JOB %d %s\n" % (job_id, self.texts[job_id])
 
     def _held_by(self, conn, arg, command):
@@ -686,11 +691,16 @@ class BrokerCore:
 
     def _touch(self, conn, arg, now):
         job_id = self._held_by(conn, arg, "TOUCH")
+        conn.leasing = True
+        self._bind_lease(job_id, now)
+        return _OK
+
+    def _bind_lease(self, job_id, now):
+        """Job ``job_id``'s lease ends ``lease`` seconds from ``now``."""
         deadline = now + self.lease
         if job_id not in self.leases:
             heapq.heappush(self._lease_heap, (deadline, job_id))
         self.leases[job_id] = deadline
-        return _OK
 
     def _kick(self, conn, arg, now):
         job_id = parse_job_id(arg)

@@ -29,8 +29,8 @@ every change of state):
     AWAITING_AUTH ERR                      Close, retry after backoff       DISCONNECTED
     CONNECTING    connect_failed / tick    (Close on timeout) Log cannot    DISCONNECTED
                   (connect timeout)        connect; retry after backoff
-    AWAITING_JOB  JOB n text               Log starting, (renewing: Send    STREAMING
-                                           TOUCH n), Emit first word        (AWAITING_OK)
+    AWAITING_JOB  JOB n text               (renewing: Send TOUCH n), Log    STREAMING
+                                           starting, Emit first word        (AWAITING_OK)
                                            (no words: Send DONE)
     AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
                   NOJOB to FETCH <seconds> FETCH <seconds> again at once    AWAITING_JOB
@@ -431,7 +431,9 @@ class WorkerSlot:
         self._words = deque(split_words(text))
         actions = [Log(f"starting job {job_id}")]
         if self._renew and self._words:
-            actions.append(self._send_touch(now))      # binds the lease at once
+            # Before anything else: binds the lease (and, on a broker with
+            # leases, every later job of this connection's from its hand-out).
+            actions.insert(0, self._send_touch(now))
         return [*actions, *self._emit_next(now)]
 
     def _emit_next(self, now):
