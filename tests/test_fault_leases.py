@@ -206,7 +206,8 @@ def test_partitioned_worker(impl, renews):
         moved, before = moved_and_drained(cluster, victim, long_id, short_ids, cut_at, bound,
                                           deadline)
         stats = parse_stats(cluster.client.request("STATS"))
-        assert stats["workers"] == 2, f"expected the cut-off worker dropped, got {stats}"
+        if not renews:      # it was the drop that freed the job (a lease is sooner)
+            assert stats["workers"] == 2, f"expected the cut-off worker dropped, got {stats}"
         print(f"\n[{impl}] partition ({'renewing' if renews else 'never renews'}): job "
               f"{long_id} restarted {moved:.1f} s after the cut; {before}/{SHORT_JOBS} short "
               f"jobs done meanwhile; STATS {stats}")
