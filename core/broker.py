@@ -710,7 +710,7 @@ class BrokerCore:
             raise RequestError("NOT_BURIED", f"job {job_id} is not buried")
         self._move(job_id, "kick")
         self.buried -= 1
-        del self.failures[job_id]
+        self.failures.pop(job_id, None)
         self.waiting.append(job_id)
         if self.store is not None:
             self.store.failed(job_id, 0, False)
