@@ -97,22 +97,24 @@ class WorkerConnection(Connection):
                 self._refuse(line, now)
             elif TOUCH.fullmatch(line):
                 self._refuse(line, now, "ERR UNKNOWN_COMMAND unknown command 'TOUCH' "
-                                        "(a core broker)", "no leases")
+                                        "(a core broker)", "no leases", timed=False)
             else:
                 self.lines.append(line)
                 self.arrivals.append(now)
 
     def _refuse(self, line, now,
                 reply="ERR BAD_ARGUMENT FETCH takes no argument here (a core broker)",
-                lacking="no long-poll"):
+                lacking="no long-poll", timed=True):
         """Answer a long-poll FETCH (or a TOUCH) as a core broker does: the steps
-        never see it."""
+        never see it. ``timed``: expect_idle_wait measures from this reply (not
+        for TOUCH, which a worker sends while it streams a job)."""
         self._log(f"B> {reply}  (automatic: the suite plays a core broker, {lacking})")
         try:
             self.sock.send(reply.encode() + b"\n")
         except OSError as error:
             self._log(f"-- sending failed: {error.strerror or error}")
-        self.last_sent = (reply, now)
+        if timed:
+            self.last_sent = (reply, now)
 
     def next_arrival(self):
         """When the line at the head of ``lines`` arrived."""
