@@ -131,6 +131,8 @@ EXTENDED_PASSES = {
     "WRK-009": "its worker reads an ERR to DONE and goes on",
     "WRK-034": "its worker polls and waits the fetch interval after every NOJOB",
     "WRK-040": "its worker reads lines of any length",
+    "ERR-027": "it hands job text out as it came; these characters are inside the text",
+    "LSE-006": "it has no leases, so a job never touched stays with its holder",
 }
 
 # The extended level runs in three parts (its broker cases in two halves, and
