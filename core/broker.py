@@ -101,7 +101,7 @@ SWEEP_INTERVAL = 1.0
 DEFAULT_AUTH_TIMEOUT = 10.0
 # Seconds a lease lasts after each TOUCH (spec leases): our workers renew every
 # 2 s, so a hung one loses its job within 10 s (plus a FETCH to hand it out),
-# and two lost renewals in a row are still forgiven.
+# and three lost renewals in a row are still forgiven.
 DEFAULT_LEASE = 10.0
 # Deliveries that may end without DONE before the job is buried (spec leases):
 # RabbitMQ's delivery-limit default since 4.0. Faktory allows 25 retries, SQS

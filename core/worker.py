@@ -109,7 +109,7 @@ LONG_POLL_GRACE = 5.0
 LONG_POLL_HELD = 0.9
 # Seconds between TOUCHes while streaming (spec leases): a fifth of the
 # broker's default 10 s lease, so a hung worker's job is free within 10 s
-# while four renewals in a row may be late or lost before a healthy one's is.
+# while three renewals in a row may be lost before a healthy one's is.
 DEFAULT_RENEW_INTERVAL = 2.0
 # An ERR to TOUCH with one of these codes: the job is no longer ours.
 _JOB_GONE = frozenset({"LEASE_EXPIRED", "NOT_HOLDER", "NOT_RUNNING", "UNKNOWN_JOB"})
