@@ -14,7 +14,10 @@ answered ``ERR BAD_ARGUMENT`` at once, as a core broker answers it, and the
 steps see only plain ``FETCH`` lines (a worker must then poll with plain
 ``FETCH`` every fetch interval). An exchange with ``long_poll_fetch: steps``
 hands such lines to its steps instead, which answer them themselves (e.g.
-``NOJOB`` at once, as the original system's broker does).
+``NOJOB`` at once, as the original system's broker does). Likewise a lease
+renewal ``TOUCH <n>`` (extended) is answered ``ERR UNKNOWN_COMMAND`` at once,
+as a broker without leases answers it, and the steps never see it: a worker
+must then go on streaming and stop renewing.
 spec/EXCHANGES.md, "Steps of the worker role", is the reference.
 
 In transcripts the suite's lines on such a connection are marked ``B>``
@@ -35,6 +38,8 @@ DEFAULT_IDLE_MIN = 0.5   # expect_idle_wait: at least this x fetch_interval
 
 # Long-poll (an extended FETCH): the suite answers it as a core broker does.
 LONG_POLL = re.compile(r"(?i)FETCH[ \t]+\S.*")
+# A lease renewal (extended): the suite answers it as a broker without leases does.
+TOUCH = re.compile(r"(?i)TOUCH([ \t].*)?")
 
 # Steps that talk to a broker: meaningless when the suite is the broker.
 BROKER_STEPS = ("connect", "wait_state")
@@ -90,19 +95,26 @@ class WorkerConnection(Connection):
         for line in new:
             if self.refuse_long_poll and LONG_POLL.fullmatch(line):
                 self._refuse(line, now)
+            elif TOUCH.fullmatch(line):
+                self._refuse(line, now, "ERR UNKNOWN_COMMAND unknown command 'TOUCH' "
+                                        "(a core broker)", "no leases", timed=False)
             else:
                 self.lines.append(line)
                 self.arrivals.append(now)
 
-    def _refuse(self, line, now):
-        """Answer a long-poll FETCH as a core broker does: the steps never see it."""
-        reply = "ERR BAD_ARGUMENT FETCH takes no argument here (a core broker)"
-        self._log(f"B> {reply}  (automatic: the suite plays a core broker, no long-poll)")
+    def _refuse(self, line, now,
+                reply="ERR BAD_ARGUMENT FETCH takes no argument here (a core broker)",
+                lacking="no long-poll", timed=True):
+        """Answer a long-poll FETCH (or a TOUCH) as a core broker does: the steps
+        never see it. ``timed``: expect_idle_wait measures from this reply (not
+        for TOUCH, which a worker sends while it streams a job)."""
+        self._log(f"B> {reply}  (automatic: the suite plays a core broker, {lacking})")
         try:
             self.sock.send(reply.encode() + b"\n")
         except OSError as error:
             self._log(f"-- sending failed: {error.strerror or error}")
-        self.last_sent = (reply, now)
+        if timed:
+            self.last_sent = (reply, now)
 
     def next_arrival(self):
         """When the line at the head of ``lines`` arrived."""

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from .netns import describe, enter_private_netns
+from .faultsteps import PARTITION_STEPS
+from .netns import describe, enter_private_netns, inside_private_netns
 from .replies import Replies, RepliesError, parse_replies, split_target
 from .capture import probe_capture
 from .grammar import GrammarError, number, rules as grammar_rules
@@ -403,6 +404,10 @@ class ExchangeItem(pytest.Item):
         if self.target in _UNSTARTABLE:
             pytest.skip(f"not run: target {self.target} cannot start "
                         f"({_UNSTARTABLE[self.target]})")
+        if (any(key in step for step in self.exchange["steps"] for key in PARTITION_STEPS)
+                and not inside_private_netns()):
+            pytest.skip("cuts a connection with policy routing; needs the suite's private "
+                        "network namespace (root)")
         self.exchange_run = ExchangeRun(self.exchange, settings)
         try:
             self.exchange_run.run()

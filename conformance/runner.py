@@ -11,6 +11,7 @@ import time
 from .capture import MulticastChecks
 from .grammar import decimal_text
 from .fake_broker import WorkerRoleSteps
+from .faultsteps import FaultSteps
 from .patterns import SpecError, expand_references, match_line, substitute
 from .replies import Replies
 from .targets import Target, TargetError, free_tcp_port, udp_ports_of_process_tree
@@ -53,7 +54,7 @@ class ExchangeFailure(Exception):
         self.details = list(details)
 
 
-class ExchangeRun(WorkerRoleSteps, MulticastChecks):
+class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
     def __init__(self, exchange, settings):
         self.exchange = exchange
         self.settings = settings
@@ -150,6 +151,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
     def _stop_targets(self):
         if self.broker_paused:
             self.broker.resume()       # a failure while paused must not leave it stopped
+        self._resume_paused_workers()  # faultsteps.py
         for connection in self.connections.values():
             if not connection.closed_by_us:
                 connection.close()
@@ -162,6 +164,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
                 receiver.close()
         for path in self.option_files:
             os.unlink(path)
+        self._heal_partitions()        # faultsteps.py
 
     def release(self):
         """Free what the failure report needed (temporary files of output)."""
@@ -188,7 +191,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks):
     ACTIONS = ("connect", "send", "send_raw", "send_repeat", "expect", "expect_closed",
                "close", "shutdown_write", "wait_state", "start_worker", "stop_worker",
                "expect_words", "expect_syslog", "accept_worker", "expect_idle_wait",
-               "pause_broker", "resume_broker")
+               "pause_broker", "resume_broker", "pause_worker", "resume_worker", "partition")
 
     def _run_step(self, step):
         actions = [key for key in step if key in self.ACTIONS]

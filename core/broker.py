@@ -30,6 +30,22 @@ the shell asks ``shed`` which connections to close, the ones that have given
 least; a token broker closes connections that do not authenticate within
 ``auth_timeout`` seconds.
 
+Leases and poison jobs (spec ``leases``): a job handed out by FETCH is held
+by its connection until DONE or until the connection is lost. The first
+``TOUCH <n>`` on a connection binds a lease of ``lease`` seconds to job n and
+to every job the connection fetches afterwards (from the hand-out on, so a
+worker that hangs before its next TOUCH still loses the job); every TOUCH
+renews it; a lease that runs out puts the job back, first in line, and the
+old holder's later TOUCH or DONE gets ERR LEASE_EXPIRED (at-least-once). Only
+leased jobs have a deadline, in one heap swept from ``tick`` (a TOUCH moves the
+deadline in a dict; the heap entry is pushed again lazily when it comes up),
+so FETCH and DONE of a worker that never renews cost nothing more. Each
+delivery that ends without DONE (holder lost, lease expired) counts against
+``max_deliveries``; the one that reaches it buries the job: STATUS says
+``buried``, FETCH never hands it out, ``KICK <n>`` puts it back at the end of
+the line with its count reset. Counts live in a dict holding only jobs that
+have failed at least once.
+
 Jobs live in compact structures indexed by id (ids are dense, from 1): a list
 of texts and a bytearray of states, so STATUS, FETCH and DONE are O(1) and a
 million waiting jobs cost little more than their texts.
@@ -46,14 +62,15 @@ from .messages import (MAX_JOB_TEXT, MAX_WORD, RequestError, chunk_is_plain, err
                        has_overlong_word, line_is_plain, parse_job_id, parse_request)
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
-           "WAITING", "RUNNING", "COMPLETED", "TRANSITIONS"]
+           "WAITING", "RUNNING", "COMPLETED", "BURIED", "TRANSITIONS"]
 
 CLIENT = "client"
 WORKER = "worker"
 
 # Job states, one byte each in BrokerCore.states (0: id not issued).
-WAITING, RUNNING, COMPLETED = 1, 2, 3
-STATE_NAMES = {WAITING: b"waiting\n", RUNNING: b"running\n", COMPLETED: b"completed\n"}
+WAITING, RUNNING, COMPLETED, BURIED = 1, 2, 3, 4
+STATE_NAMES = {WAITING: b"waiting\n", RUNNING: b"running\n", COMPLETED: b"completed\n",
+               BURIED: b"buried\n"}
 
 # The job state table of spec/protocol.yaml (transitions:). Every change of a
 # job's state goes through _move, so no other change can happen.
@@ -61,10 +78,13 @@ TRANSITIONS = {
     (WAITING, "fetch"): RUNNING,
     (RUNNING, "done"): COMPLETED,
     (RUNNING, "holder lost"): WAITING,
+    (RUNNING, "lease expired"): WAITING,
+    (RUNNING, "delivery limit"): BURIED,
+    (BURIED, "kick"): WAITING,
 }
 
-_CLIENT_COMMANDS = {b"JOB", b"STATUS", b"STATS", b"AUTH"}
-_WORKER_COMMANDS = {b"FETCH", b"DONE", b"STATS", b"AUTH"}
+_CLIENT_COMMANDS = {b"JOB", b"STATUS", b"STATS", b"AUTH", b"KICK"}
+_WORKER_COMMANDS = {b"FETCH", b"DONE", b"STATS", b"AUTH", b"TOUCH"}
 _PORT_COMMANDS = {CLIENT: _CLIENT_COMMANDS, WORKER: _WORKER_COMMANDS}
 
 _UNKNOWN = b"unknown\n"
@@ -79,6 +99,19 @@ MAX_FETCH_WAIT = 3600.0
 MAX_BACKLOG = 1024
 SWEEP_INTERVAL = 1.0
 DEFAULT_AUTH_TIMEOUT = 10.0
+# Seconds a lease lasts after each TOUCH (spec leases): our workers renew every
+# 2 s, so a hung one loses its job within 10 s (plus a FETCH to hand it out),
+# and three lost renewals in a row are still forgiven.
+DEFAULT_LEASE = 10.0
+# Deliveries that may end without DONE before the job is buried (spec leases):
+# RabbitMQ's delivery-limit default since 4.0. Faktory allows 25 retries, SQS
+# leaves maxReceiveCount to the user. High enough that restarts and network
+# faults never bury a healthy job; low enough that a job that kills its worker
+# costs at most 20 crashes.
+DEFAULT_MAX_DELIVERIES = 20
+# A connection remembers at most this many of its jobs whose lease ran out
+# (to answer their late TOUCH/DONE with LEASE_EXPIRED).
+MAX_EXPIRED_REMEMBERED = 1024
 # A connection younger than this is never shed: its first line may be in the
 # kernel's buffer, not yet read by the shell (spec limits.connections).
 SHED_GRACE = 1.0
@@ -126,7 +159,7 @@ class Connection:
 
     __slots__ = ("port", "framer", "held", "closing", "handlers", "authenticated",
                  "waiting_fetch", "backlog", "partial_since", "io", "opened", "last_read",
-                 "partial_charge", "backlog_charge", "output_charge")
+                 "partial_charge", "backlog_charge", "output_charge", "expired", "leasing")
 
     def __init__(self, port, max_line, handlers, authenticated, opened=0.0):
         self.port = port
@@ -144,6 +177,8 @@ class Connection:
         self.partial_charge = 0      # bytes of buffer_bytes for its unfinished line,
         self.backlog_charge = 0      # its lines held behind a FETCH,
         self.output_charge = 0       # its replies the kernel has not taken
+        self.expired = None          # ids whose lease ran out while it held them
+        self.leasing = False         # it has sent TOUCH: every job it fetches is leased
 
     def __repr__(self):
         return f"<Connection {self.port} holding {sorted(self.held)}>"
@@ -153,16 +188,21 @@ class BrokerCore:
     """The broker's state and rules; see the module docstring for how a shell drives it.
 
     ``max_memory``: the byte budget (None: ``default_max_memory()``);
-    ``auth_timeout``: seconds a connection has to authenticate when ``token`` is set.
+    ``auth_timeout``: seconds a connection has to authenticate when ``token`` is set;
+    ``lease``: seconds a TOUCH keeps a job; ``max_deliveries``: deliveries
+    ending without DONE after which a job is buried.
     """
 
     def __init__(self, max_line=DEFAULT_MAX_LINE, max_waiting=DEFAULT_MAX_WAITING,
                  idle_timeout=DEFAULT_IDLE_TIMEOUT, token=None, store=None,
-                 max_memory=None, auth_timeout=DEFAULT_AUTH_TIMEOUT):
+                 max_memory=None, auth_timeout=DEFAULT_AUTH_TIMEOUT,
+                 lease=DEFAULT_LEASE, max_deliveries=DEFAULT_MAX_DELIVERIES):
         self.max_line = max_line
         self.max_waiting = max_waiting
         self.idle_timeout = idle_timeout
         self.auth_timeout = auth_timeout
+        self.lease = lease
+        self.max_deliveries = max_deliveries
         self.max_memory = default_max_memory() if max_memory is None else max_memory
         self.job_memory = int(self.max_memory * JOB_SHARE)   # JOB is refused past this
         self.buffer_memory = self.max_memory - self.job_memory
@@ -186,12 +226,16 @@ class BrokerCore:
         self.waiting = deque()         # ids in the order FETCH hands them out
         self.holders = {}              # running id -> Connection holding it
         self.completed = 0
+        self.leases = {}               # leased running id -> deadline (bound by a TOUCH)
+        self._lease_heap = []          # (deadline, id), lazily corrected; see tick
+        self.failures = {}             # id -> deliveries ended without DONE (only if > 0)
+        self.buried = 0                # jobs in state BURIED
         self.open_connections = {CLIENT: 0, WORKER: 0}
         self._handlers = {
             CLIENT: {b"JOB": self._job, b"STATUS": self._status, b"STATS": self._stats,
-                     b"AUTH": self._auth},
+                     b"AUTH": self._auth, b"KICK": self._kick},
             WORKER: {b"FETCH": self._fetch, b"DONE": self._done, b"STATS": self._stats,
-                     b"AUTH": self._auth},
+                     b"AUTH": self._auth, b"TOUCH": self._touch},
         }
 
     # -- connection lifecycle -------------------------------------------------
@@ -205,9 +249,10 @@ class BrokerCore:
             self._unauthenticated.add(conn)
         return conn
 
-    def restore(self, next_id, waiting, completed):
+    def restore(self, next_id, waiting, completed, buried=(), failures=None):
         """Start from a store's contents: ``waiting`` (id, text) pairs in id order,
-        ``completed`` ids; ids continue from ``next_id``."""
+        ``completed`` ids, ``buried`` (id, text) pairs, ``failures`` {id: deliveries
+        ended without DONE}; ids continue from ``next_id``."""
         self.texts = [None] * next_id
         self.states = bytearray(next_id)
         for job_id in completed:
@@ -218,6 +263,12 @@ class BrokerCore:
             self.waiting.append(job_id)
             # Restored jobs are never refused, even past the budget: JOB is, until they are done.
             self.job_bytes += len(text) + JOB_OVERHEAD
+        for job_id, text in buried:
+            self.texts[job_id] = text
+            self.states[job_id] = BURIED
+            self.job_bytes += len(text) + JOB_OVERHEAD
+        self.buried = len(buried)
+        self.failures = {job_id: count for job_id, count in (failures or {}).items() if count}
         self.completed = len(completed)
 
     def receive(self, conn, data, now=0.0):
@@ -304,20 +355,42 @@ class BrokerCore:
         conn.backlog = None
         if conn.held:
             for job_id in sorted(conn.held, reverse=True):
-                self._move(job_id, "holder lost")
-                del self.holders[job_id]
-                self.waiting.appendleft(job_id)
+                self._delivery_failed(job_id, "holder lost")
             conn.held.clear()
             self._hand_out(now)
+
+    def _delivery_failed(self, job_id, event):
+        """A delivery of running ``job_id`` ended without DONE (``event``: "holder
+        lost" or "lease expired"): count it; back to the head of the line, or
+        buried once the count reaches max_deliveries. The caller updates the
+        holder's ``held`` and hands jobs out."""
+        del self.holders[job_id]
+        if self.leases:
+            self.leases.pop(job_id, None)
+        count = self.failures.get(job_id, 0) + 1
+        self.failures[job_id] = count
+        if count >= self.max_deliveries:
+            self._move(job_id, "delivery limit")
+            self.buried += 1
+        else:
+            self._move(job_id, event)
+            self.waiting.appendleft(job_id)
+        if self.store is not None:
+            self.store.failed(job_id, count, count >= self.max_deliveries)
 
     # -- timers -------------------------------------------------------------------
 
     def next_deadline(self):
-        """When tick() has something to do: a FETCH wait ends, an idle line times out."""
+        """When tick() has something to do: a FETCH wait ends, a lease may run out,
+        an idle line times out."""
         timers = self._timers
         while timers and timers[0][2].waiting_fetch != timers[0][0]:
             heapq.heappop(timers)             # answered or closed since
         deadline = timers[0][0] if timers else None
+        if self._lease_heap:
+            # Maybe renewed or ended since: tick then just corrects the heap.
+            top = self._lease_heap[0][0]
+            deadline = top if deadline is None else min(deadline, top)
         if self._partial or self._unauthenticated:
             # Unfinished lines and unauthenticated connections are swept once a
             # second, not tracked one by one.
@@ -332,6 +405,8 @@ class BrokerCore:
             deadline, _, conn = heapq.heappop(timers)
             if conn.waiting_fetch == deadline:
                 self._end_wait(conn, _NOJOB, now)
+        if self._lease_heap and self._lease_heap[0][0] <= now:
+            self._expire_leases(now)
         if not (self._partial or self._unauthenticated) or now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
@@ -348,6 +423,30 @@ class BrokerCore:
                 self._drop_partial(conn)
                 self.deliveries.append((conn, err(
                     "AUTH_TIMEOUT", f"no AUTH within {self.auth_timeout:g} s")))
+
+    def _expire_leases(self, now):
+        """Requeue (or bury) every leased job whose lease ran out by ``now``."""
+        heap, leases = self._lease_heap, self.leases
+        expired = False
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            deadline = leases.get(job_id)
+            if deadline is None:
+                continue                       # ended (DONE, holder lost) since
+            if deadline > now:
+                heapq.heappush(heap, (deadline, job_id))   # renewed since
+                continue
+            holder = self.holders[job_id]
+            holder.held.discard(job_id)
+            if holder.expired is None:
+                holder.expired = set()
+            elif len(holder.expired) >= MAX_EXPIRED_REMEMBERED:
+                holder.expired.pop()
+            holder.expired.add(job_id)
+            self._delivery_failed(job_id, "lease expired")
+            expired = True
+        if expired:
+            self._hand_out(now)
 
     def _drop_partial(self, conn):
         """Forget a connection's unfinished line and what it was charged."""
@@ -527,7 +626,7 @@ class BrokerCore:
         while fetchers and self.waiting:
             conn = fetchers.popleft()
             if conn.waiting_fetch is not None:
-                self._end_wait(conn, self._take_next(conn), now)
+                self._end_wait(conn, self._take_next(conn, now), now)
 
     def _status(self, conn, arg, now):
         job_id = parse_job_id(arg)
@@ -541,7 +640,7 @@ class BrokerCore:
                 _fetch_wait(arg)          # still reject a bad argument
             if self._batch is not None:
                 self._charge_batch(conn)
-            return self._take_next(conn)
+            return self._take_next(conn, now)
         if not arg:
             return _NOJOB
         seconds = _fetch_wait(arg)
@@ -565,25 +664,72 @@ class BrokerCore:
                                               f"buffers' {self.buffer_memory} bytes of the memory "
                                               f"budget")
 
-    def _take_next(self, conn):
+    def _take_next(self, conn, now):
         job_id = self.waiting.popleft()
         self._move(job_id, "fetch")
         self.holders[job_id] = conn
         conn.held.add(job_id)
+        if conn.leasing:          # it has renewed before: leased from the hand-out on
+            self._bind_lease(job_id, now)
         return b"JOB %d %s\n" % (job_id, self.texts[job_id])
 
-    def _done(self, conn, arg, now):
+    def _held_by(self, conn, arg, command):
+        """The id of DONE/TOUCH ``arg``, checked to be running and held by ``conn``;
+        raises RequestError (BAD_ID, UNKNOWN_JOB, LEASE_EXPIRED, NOT_RUNNING, NOT_HOLDER)."""
         job_id = parse_job_id(arg)
         if job_id >= len(self.states) or not self.states[job_id]:
             raise RequestError("UNKNOWN_JOB", f"no job {job_id}")
         holder = self.holders.get(job_id)
+        if holder is conn:
+            return job_id
+        if conn.expired is not None and job_id in conn.expired:
+            raise RequestError("LEASE_EXPIRED", f"the lease of job {job_id} ran out before this "
+                                                f"{command}; it was handed out again")
         if holder is None:
             raise RequestError("NOT_RUNNING", f"job {job_id} is not running")
-        if holder is not conn:
-            raise RequestError("NOT_HOLDER", f"job {job_id} is held by another worker")
+        raise RequestError("NOT_HOLDER", f"job {job_id} is held by another worker")
+
+    def _touch(self, conn, arg, now):
+        job_id = self._held_by(conn, arg, "TOUCH")
+        conn.leasing = True
+        self._bind_lease(job_id, now)
+        return _OK
+
+    def _bind_lease(self, job_id, now):
+        """Job ``job_id``'s lease ends ``lease`` seconds from ``now``."""
+        deadline = now + self.lease
+        if job_id not in self.leases:
+            heapq.heappush(self._lease_heap, (deadline, job_id))
+        self.leases[job_id] = deadline
+
+    def _kick(self, conn, arg, now):
+        job_id = parse_job_id(arg)
+        if job_id >= len(self.states) or not self.states[job_id]:
+            raise RequestError("UNKNOWN_JOB", f"no job {job_id}")
+        if self.states[job_id] != BURIED:
+            raise RequestError("NOT_BURIED", f"job {job_id} is not buried")
+        self._move(job_id, "kick")
+        self.buried -= 1
+        self.failures.pop(job_id, None)
+        self.waiting.append(job_id)
+        if self.store is not None:
+            self.store.failed(job_id, 0, False)
+        if self.fetchers:
+            self._hand_out(now)
+        return _OK
+
+    def _done(self, conn, arg, now):
+        holders = self.holders
+        job_id = parse_job_id(arg)
+        if holders.get(job_id) is not conn:
+            job_id = self._held_by(conn, arg, "DONE")
         self._move(job_id, "done")
-        del self.holders[job_id]
+        del holders[job_id]
         conn.held.discard(job_id)
+        if self.leases:
+            self.leases.pop(job_id, None)
+        if self.failures:
+            self.failures.pop(job_id, None)
         self.job_bytes -= len(self.texts[job_id]) + JOB_OVERHEAD
         self.texts[job_id] = None
         self.completed += 1
@@ -594,9 +740,9 @@ class BrokerCore:
     def _stats(self, conn, arg, now):
         if arg:
             raise RequestError("BAD_ARGUMENT", "STATS takes no argument")
-        return b"STATS waiting=%d running=%d completed=%d clients=%d workers=%d\n" % (
+        return b"STATS waiting=%d running=%d completed=%d clients=%d workers=%d buried=%d\n" % (
             len(self.waiting), len(self.holders), self.completed,
-            self.open_connections[CLIENT], self.open_connections[WORKER])
+            self.open_connections[CLIENT], self.open_connections[WORKER], self.buried)
 
     def _move(self, job_id, event):
         self.states[job_id] = TRANSITIONS[self.states[job_id], event]

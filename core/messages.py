@@ -148,7 +148,7 @@ class Reply:
         return f"Reply({self.kind!r}, job_id={self.job_id!r}, text={self.text!r}, code={self.code!r})"
 
 
-_STATES = {"waiting", "running", "completed", "unknown"}
+_STATES = {"waiting", "running", "completed", "unknown", "buried"}
 
 
 def parse_reply(line):

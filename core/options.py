@@ -8,8 +8,8 @@ errors, one line, exit status 2.
 import argparse
 
 from .broker import (
-    DEFAULT_AUTH_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_WAITING, DEFAULT_MEMORY_FRACTION,
-    JOB_SHARE, default_max_memory,
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LEASE, DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_WAITING, DEFAULT_MEMORY_FRACTION, JOB_SHARE, default_max_memory,
 )
 from .framing import DEFAULT_MAX_LINE
 from .grammar import NumberError, parse_port, parse_seconds, parse_whole
@@ -17,6 +17,10 @@ from .grammar import NumberError, parse_port, parse_seconds, parse_whole
 DEFAULT_CLIENT_PORT = 50000
 DEFAULT_WORKER_PORT = 50001
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
+# Seconds of silence after which a peer that vanished without FIN or RST (a
+# partition, a powered-off host) is dropped and its jobs requeued (spec
+# leases.peers): TCP keepalive plus TCP_USER_TIMEOUT, see impl_select.netutil.
+DEFAULT_PEER_TIMEOUT = 20.0
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -105,6 +109,22 @@ def broker_parser(prog, flavour):
                         help="with --token-file, seconds a connection has to send AUTH "
                              f"(default {DEFAULT_AUTH_TIMEOUT:g}); then ERR AUTH_TIMEOUT "
                              "and it is closed")
+    parser.add_argument("--lease", type=positive_float, default=DEFAULT_LEASE, metavar="SECONDS",
+                        help="seconds a TOUCH <n> keeps job n for the worker that sent it "
+                             f"(default {DEFAULT_LEASE:g}); when it runs out without DONE or "
+                             "another TOUCH the job goes back to the head of the line. A worker "
+                             "that never sends TOUCH keeps its job until it disconnects")
+    parser.add_argument("--max-deliveries", type=positive_int, default=DEFAULT_MAX_DELIVERIES,
+                        metavar="N",
+                        help="deliveries of a job that may end without DONE (worker lost, lease "
+                             f"run out) before the job is buried (default {DEFAULT_MAX_DELIVERIES}); "
+                             "KICK <n> on the client port puts a buried job back")
+    parser.add_argument("--peer-timeout", type=positive_float, default=DEFAULT_PEER_TIMEOUT,
+                        metavar="SECONDS",
+                        help="seconds after which a peer that vanished without closing (network "
+                             "fault) is dropped and the jobs it held requeued "
+                             f"(default {DEFAULT_PEER_TIMEOUT:g}; TCP keepalive and "
+                             "TCP_USER_TIMEOUT)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="require every connection to start with AUTH <token>, the token "
                              "being the first line of PATH (default: no authentication)")
@@ -126,6 +146,7 @@ def startup_line(flavour, args):
             f"workers on {args.host}:{args.worker_port}, store {args.store}, "
             f"max line {args.max_line} bytes, max waiting {args.max_waiting}, "
             f"max memory {args.max_memory} bytes, "
-            f"idle timeout {args.idle_timeout:g} s, "
+            f"idle timeout {args.idle_timeout:g} s, lease {args.lease:g} s, "
+            f"max deliveries {args.max_deliveries}, peer timeout {args.peer_timeout:g} s, "
             f"auth {'token from ' + args.token_file if args.token_file else 'off'}"
             f"{f', auth timeout {args.auth_timeout:g} s' if args.token_file else ''}")

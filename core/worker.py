@@ -29,8 +29,9 @@ every change of state):
     AWAITING_AUTH ERR                      Close, retry after backoff       DISCONNECTED
     CONNECTING    connect_failed / tick    (Close on timeout) Log cannot    DISCONNECTED
                   (connect timeout)        connect; retry after backoff
-    AWAITING_JOB  JOB n text               Log starting, Emit first word    STREAMING
-                                           (no words: Send DONE)            (AWAITING_OK)
+    AWAITING_JOB  JOB n text               (renewing: Send TOUCH n), Log    STREAMING
+                                           starting, Emit first word        (AWAITING_OK)
+                                           (no words: Send DONE)
     AWAITING_JOB  NOJOB / ERR              (Log the ERR)                    IDLE_WAIT
                   NOJOB to FETCH <seconds> FETCH <seconds> again at once    AWAITING_JOB
                   (>= 90 % of the wait)
@@ -41,6 +42,13 @@ every change of state):
     IDLE_WAIT     tick (fetch interval)    Log fetching, Send FETCH         AWAITING_JOB
     STREAMING     tick (word delay)        Emit next word                   STREAMING
                                            after the last: Send DONE        AWAITING_OK
+    STREAMING     tick (renewal due)       Send TOUCH n                     STREAMING
+    STREAMING     ERR to TOUCH: the job    Log lost lease, Log abandoned,   AWAITING_JOB
+                  is gone (LEASE_EXPIRED,  Log fetching, Send FETCH
+                  NOT_HOLDER, NOT_RUNNING)
+    connected     OK to TOUCH              nothing                          (same)
+    connected     any other reply to TOUCH Log, stop renewing on this       (same)
+                  (a broker without TOUCH) connection
     AWAITING_OK   OK / ERR                 Log completed (or the ERR),      AWAITING_JOB
                                            Log fetching, Send FETCH
     connected     connection_lost          Log lost (Log abandoned if       DISCONNECTED
@@ -63,6 +71,16 @@ saves the wait; one that never does is asked once per fetch interval, as
 when polling). An unsolicited ERR (in IDLE_WAIT or
 STREAMING) is logged and changes nothing. A job whose DONE is sent but not
 yet answered is not "abandoned": the broker may already have completed it.
+
+Leases (spec ``leases``): with ``renew_interval`` seconds (> 0) the slot sends
+``TOUCH n`` as soon as job n arrives, which binds the broker's lease, and
+again every ``renew_interval`` while it streams. The replies to TOUCH come in
+order with the others, so the first ``_touches_pending`` lines received are
+theirs: ``OK`` changes nothing; an ERR saying the job is gone stops the
+streaming (another worker has it now: at-least-once); any other answer
+(``ERR UNKNOWN_COMMAND``, or the original system's ``ERROR unknown command``)
+means the broker has no leases, and the slot stops renewing on that
+connection instead of calling it a protocol error.
 """
 
 import enum
@@ -89,6 +107,12 @@ LONG_POLL_GRACE = 5.0
 # measures less than the worker does, never more: 10 % is left for a broker
 # whose timer fires a little early or ticks coarsely. Spec: worker.longpoll.
 LONG_POLL_HELD = 0.9
+# Seconds between TOUCHes while streaming (spec leases): a fifth of the
+# broker's default 10 s lease, so a hung worker's job is free within 10 s
+# while three renewals in a row may be lost before a healthy one's is.
+DEFAULT_RENEW_INTERVAL = 2.0
+# An ERR to TOUCH with one of these codes: the job is no longer ours.
+_JOB_GONE = frozenset({"LEASE_EXPIRED", "NOT_HOLDER", "NOT_RUNNING", "UNKNOWN_JOB"})
 
 
 # --- actions the shell carries out -----------------------------------------
@@ -145,7 +169,7 @@ TRANSITIONS = {
     S.AWAITING_JOB: {S.AWAITING_JOB, S.STREAMING, S.AWAITING_OK, S.IDLE_WAIT, S.DISCONNECTED,
                      S.STOPPED},
     S.IDLE_WAIT: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
-    S.STREAMING: {S.AWAITING_OK, S.DISCONNECTED, S.STOPPED},
+    S.STREAMING: {S.STREAMING, S.AWAITING_OK, S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
     S.AWAITING_OK: {S.AWAITING_JOB, S.DISCONNECTED, S.STOPPED},
     S.STOPPED: set(),
 }
@@ -171,11 +195,13 @@ class Backoff:
 class WorkerSlot:
     """One broker connection's worker logic. See the module docstring for the table.
 
-    ``broker`` is only a label for log messages ("HOST:PORT").
+    ``broker`` is only a label for log messages ("HOST:PORT"); ``renew_interval``
+    seconds between TOUCHes while streaming (0: never renew, as a core worker).
     """
 
     def __init__(self, broker, *, word_delay=0.25, fetch_interval=0.5, long_poll=0.0,
-                 token=None, connect_timeout=5.0, backoff=None, max_line=DEFAULT_MAX_LINE):
+                 token=None, connect_timeout=5.0, backoff=None, max_line=DEFAULT_MAX_LINE,
+                 renew_interval=0.0):
         self.broker = broker
         self.long_poll = long_poll      # seconds of FETCH <seconds>; 0: plain FETCH
         self.token = token              # bytes for AUTH <token>, or None
@@ -191,6 +217,11 @@ class WorkerSlot:
         self._framer = LineFramer(max_line)
         self._fetch_sent = None     # when the last FETCH <seconds> went out
         self._early_nojob_noted = False   # logged that this connection's broker does not wait
+        self.renew_interval = renew_interval
+        self._renew = 0.0           # renewal interval on this connection; 0: not renewing
+        self._touches_pending = 0   # TOUCHes sent and not yet answered
+        self._word_due = None       # when the next word is due (STREAMING)
+        self._touch_due = None      # when the next TOUCH is due (STREAMING, renewing)
 
     def __repr__(self):
         return f"<WorkerSlot {self.state.name} job={self.job_id} deadline={self._deadline}>"
@@ -210,6 +241,8 @@ class WorkerSlot:
         self.backoff.reset()
         self._framer = LineFramer(self.max_line)   # nothing from an earlier connection carries over
         self._early_nojob_noted = False
+        self._renew = self.renew_interval
+        self._touches_pending = 0
         connected = Log(f"connected to broker {self.broker}")
         if self.token is not None:
             self._enter(S.AWAITING_AUTH)
@@ -255,7 +288,14 @@ class WorkerSlot:
             self.long_poll = 0.0
             return self._protocol_error("no reply to FETCH with a wait; polling from now on", now)
         if self.state is S.STREAMING:
-            return self._emit_next(now)
+            actions = []
+            if self._renew and now >= self._touch_due:
+                actions.append(self._send_touch(now))
+            if now >= self._word_due:
+                actions += self._emit_next(now)
+            else:
+                self._stream_deadline()
+            return actions
         raise AssertionError(f"deadline set in state {self.state.name}")
 
     def stop(self, now):
@@ -274,6 +314,8 @@ class WorkerSlot:
     # --- replies from the broker ---------------------------------------------------
 
     def _on_line(self, line, now):
+        if self._touches_pending:
+            return self._on_touch_reply(line, now)
         try:
             reply = parse_reply(line)
         except ValueError:
@@ -295,6 +337,37 @@ class WorkerSlot:
             return [Log(f"completed job {done}"), *self._fetch(now)]
         return self._protocol_error(f"unexpected reply '{line}' in state {self.state.name}",
                                     now)
+
+    def _on_touch_reply(self, line, now):
+        """The reply to the oldest unanswered TOUCH (see the module docstring)."""
+        self._touches_pending -= 1
+        if line == "OK":
+            return []
+        head, _, rest = line.partition(" ")
+        if head == "ERR" and rest.partition(" ")[0] in _JOB_GONE:
+            if self.state is not S.STREAMING:
+                return [Log(f"TOUCH failed: {line}")]    # DONE is sent; its reply says more
+            lost = self.job_id
+            self.job_id = None
+            self._words.clear()
+            return [Log(f"lost the lease of job {lost}: {line}"), Log(f"abandoned job {lost}"),
+                    *self._fetch(now)]
+        self._renew = 0.0
+        if self.state is S.STREAMING:
+            self._stream_deadline()
+        return [Log(f"broker does not renew leases ({line}); no TOUCH on this connection")]
+
+    def _send_touch(self, now):
+        self._touches_pending += 1
+        self._touch_due = now + self._renew
+        return Send(b"TOUCH %d\n" % self.job_id)
+
+    def _stream_deadline(self):
+        """STREAMING: tick at the next word or the next TOUCH, whichever is first."""
+        if self._renew and self._touch_due < self._word_due:
+            self._deadline = self._touch_due
+        else:
+            self._deadline = self._word_due
 
     def _on_long_poll_nojob(self, now):
         """NOJOB to FETCH <seconds>: ask again at once only if the broker held
@@ -356,7 +429,12 @@ class WorkerSlot:
         # Runs of SP and HTAB only (the grammar's word_separator): str.split()
         # would also cut at U+00A0, U+0085, U+2028, U+3000 and more.
         self._words = deque(split_words(text))
-        return [Log(f"starting job {job_id}"), *self._emit_next(now)]
+        actions = [Log(f"starting job {job_id}")]
+        if self._renew and self._words:
+            # Before anything else: binds the lease (and, on a broker with
+            # leases, every later job of this connection's from its hand-out).
+            actions.insert(0, self._send_touch(now))
+        return [*actions, *self._emit_next(now)]
 
     def _emit_next(self, now):
         if not self._words:
@@ -365,7 +443,8 @@ class WorkerSlot:
         actions = [Emit((word + "\n").encode("utf-8", "surrogateescape"))]
         if self._words:
             # from now, not from the old deadline: a late tick never bunches words up
-            self._deadline = now + self.word_delay
+            self._word_due = now + self.word_delay
+            self._stream_deadline()
         else:
             actions += self._send_done()
         return actions

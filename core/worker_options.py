@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 
 from .broker import MAX_FETCH_WAIT
+from .worker import DEFAULT_RENEW_INTERVAL
 from .grammar import parse_seconds, parse_whole
 from .options import DEFAULT_WORKER_PORT, UsageParser, number_type, port_number
 
@@ -121,6 +122,13 @@ def worker_parser(prog, flavour):
                              "start at once; 0 polls with plain FETCH. A broker that refuses it, "
                              "or answers NOJOB at once, is asked every --fetch-interval "
                              "(default %(default)s)")
+    parser.add_argument("--renew-interval", type=number_type(parse_seconds), metavar="S",
+                        default=DEFAULT_RENEW_INTERVAL,
+                        help="while streaming a job, send TOUCH <n> every S seconds (and once "
+                             "when it starts) so the broker's lease (default 10 s) keeps it; "
+                             "a broker that does not know TOUCH is not asked again; 0 never "
+                             "renews: the job is then held until the connection is lost "
+                             "(default %(default)s)")
     parser.add_argument("--token-file", metavar="PATH",
                         help="send AUTH <token> first, the token being the first line of PATH "
                              "(for a broker started with --token-file)")
@@ -156,4 +164,5 @@ def startup_line(flavour, args):
             f"output {args.mcast_group}:{args.output_port} via {args.mcast_if} "
             f"ttl {args.mcast_ttl}, syslog {SYSLOG_HOST}:{args.syslog_port}, "
             f"word delay {args.word_delay:g} s, fetch interval {args.fetch_interval:g} s, "
-            f"long poll {args.long_poll:g} s, concurrency {args.concurrency}")
+            f"long poll {args.long_poll:g} s, renew interval {args.renew_interval:g} s, "
+            f"concurrency {args.concurrency}")

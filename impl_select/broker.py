@@ -20,7 +20,7 @@ import socket
 import sys
 from time import monotonic
 
-from core.options import DEFAULT_MAX_OUTPUT
+from core.options import DEFAULT_MAX_OUTPUT, DEFAULT_PEER_TIMEOUT
 
 from .broker_main import run_broker
 from .netutil import READ_SIZE, keep_alive
@@ -50,9 +50,11 @@ class Peer:
 
 
 class SelectBroker:
-    def __init__(self, core, listeners, max_output=DEFAULT_MAX_OUTPUT):
+    def __init__(self, core, listeners, max_output=DEFAULT_MAX_OUTPUT,
+                 peer_timeout=DEFAULT_PEER_TIMEOUT):
         self.core = core
         self.max_output = max_output
+        self.peer_timeout = peer_timeout
         self.selector = selectors.DefaultSelector()
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
@@ -128,7 +130,7 @@ class SelectBroker:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            keep_alive(sock)
+            keep_alive(sock, self.peer_timeout)
             peer = Peer(sock, self.core.open(port, monotonic()))
             peer.conn.io = peer
             self.selector.register(sock, READ, peer)
@@ -286,7 +288,7 @@ class SelectBroker:
 
 def main(argv=None):
     return run_broker("impl_select.broker", FLAVOUR, argv, lambda core, listeners, args:
-                      SelectBroker(core, listeners, args.max_output))
+                      SelectBroker(core, listeners, args.max_output, args.peer_timeout))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def run_broker(module, flavour, argv, make_broker):
         return 1
     core = BrokerCore(max_line=args.max_line, max_waiting=args.max_waiting,
                       idle_timeout=args.idle_timeout, token=token, store=store,
-                      max_memory=args.max_memory, auth_timeout=args.auth_timeout)
+                      max_memory=args.max_memory, auth_timeout=args.auth_timeout,
+                      lease=args.lease, max_deliveries=args.max_deliveries)
     if store is not None:
         try:
             core.restore(*store.load())
@@ -73,9 +74,9 @@ def run_broker(module, flavour, argv, make_broker):
     signal.signal(signal.SIGINT, broker.stop)
     signal.signal(signal.SIGTERM, broker.stop)
     print(startup_line(flavour, args), flush=True)
-    if store is not None and (core.waiting or core.completed):
-        print(f"broker: restored {len(core.waiting)} waiting and {core.completed} completed "
-              f"jobs from {store.path}; next id {len(core.texts)}", flush=True)
+    if store is not None and (core.waiting or core.completed or core.buried):
+        print(f"broker: restored {len(core.waiting)} waiting, {core.completed} completed and "
+              f"{core.buried} buried jobs from {store.path}; next id {len(core.texts)}", flush=True)
     try:
         broker.serve()
     finally:

@@ -4,7 +4,14 @@ The core reports each new job (``add``) and each completion (``complete``);
 they wait in memory until ``sync`` writes them all in one transaction (group
 commit: every connection served since the last commit shares one fsync). A
 shell syncs before it sends the replies that acknowledge them. Running jobs
-are not recorded: after a crash they are waiting again.
+are not recorded: after a crash they are waiting again. Each delivery that
+ended without DONE (``failed``: holder lost, lease expired, or a KICK that
+resets the count) records the job's count and whether it is buried, so a
+poison job stays buried, and keeps its count, across restarts (spec leases).
+
+Schema version 2 added the ``failures`` and ``buried`` columns; a version 1
+file (no such columns) is migrated in place when opened: every job gets 0 and
+not buried, which is what version 1 knew.
 """
 
 import sqlite3
@@ -16,9 +23,14 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     text BLOB NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0
+    completed INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    buried INTEGER NOT NULL DEFAULT 0
 )
 """
+# Columns added after version 1, with their definitions (ALTER TABLE ADD COLUMN).
+ADDED_COLUMNS = (("failures", "INTEGER NOT NULL DEFAULT 0"),
+                 ("buried", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class SqliteStore:
@@ -28,21 +40,36 @@ class SqliteStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")      # a commit is on disk when it returns
         self.db.execute(SCHEMA)
+        self._migrate()
         self._added = []
         self._completed = []
+        self._failed = []
         self._pending_lock = threading.Lock()            # add/complete vs. sync taking them
         self._sync_lock = threading.Lock()               # one transaction at a time
         self.recorded = 0     # changes handed in so far
         self.synced = 0       # changes on disk
 
+    def _migrate(self):
+        """Bring a version 1 file (no failures/buried columns) to the current schema."""
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in present:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
     def load(self):
-        """(next_id, waiting [(id, text)] in id order, completed ids) as on disk."""
+        """(next_id, waiting [(id, text)] in id order, completed ids, buried
+        [(id, text)] in id order, failures {id: count > 0}) as on disk: the
+        arguments of BrokerCore.restore."""
         (last,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
-        waiting = [(job_id, bytes(text)) for job_id, text in
-                   self.db.execute("SELECT id, text FROM jobs WHERE completed = 0 ORDER BY id")]
+        waiting = [(job_id, bytes(text)) for job_id, text in self.db.execute(
+            "SELECT id, text FROM jobs WHERE completed = 0 AND buried = 0 ORDER BY id")]
         completed = [job_id for (job_id,) in
                      self.db.execute("SELECT id FROM jobs WHERE completed = 1")]
-        return last + 1, waiting, completed
+        buried = [(job_id, bytes(text)) for job_id, text in self.db.execute(
+            "SELECT id, text FROM jobs WHERE completed = 0 AND buried = 1 ORDER BY id")]
+        failures = dict(self.db.execute(
+            "SELECT id, failures FROM jobs WHERE completed = 0 AND failures > 0"))
+        return last + 1, waiting, completed, buried, failures
 
     def add(self, job_id, text):
         with self._pending_lock:
@@ -52,6 +79,13 @@ class SqliteStore:
     def complete(self, job_id):
         with self._pending_lock:
             self._completed.append((job_id,))
+            self.recorded += 1
+
+    def failed(self, job_id, count, buried):
+        """Job ``job_id`` now has ``count`` deliveries ended without DONE and is
+        ``buried`` (bool) or not (0, False: a KICK)."""
+        with self._pending_lock:
+            self._failed.append((count, int(buried), job_id))
             self.recorded += 1
 
     def sync(self, upto=None):
@@ -66,10 +100,14 @@ class SqliteStore:
             with self._pending_lock:
                 added, self._added = self._added, []
                 completed, self._completed = self._completed, []
+                failed, self._failed = self._failed, []
                 through = self.recorded
             self.db.execute("BEGIN")
             if added:
                 self.db.executemany("INSERT INTO jobs (id, text) VALUES (?, ?)", added)
+            if failed:      # before completions: a job may fail, then complete, in one batch
+                self.db.executemany("UPDATE jobs SET failures = ?, buried = ? WHERE id = ?",
+                                    failed)
             if completed:
                 self.db.executemany("UPDATE jobs SET completed = 1 WHERE id = ?", completed)
             self.db.execute("COMMIT")

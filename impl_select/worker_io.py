@@ -200,7 +200,7 @@ def worker_main(prog, flavour, argv, serve):
     outputs = Outputs(mcast, (args.mcast_group, args.output_port), logger)
     slots = [WorkerSlot(broker_label(*args.broker), word_delay=args.word_delay,
                         fetch_interval=args.fetch_interval, long_poll=args.long_poll,
-                        token=token)
+                        token=token, renew_interval=args.renew_interval)
              for _ in range(args.concurrency)]
     stop = StopRequest()
     stop.install()

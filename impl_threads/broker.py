@@ -23,6 +23,7 @@ import threading
 from collections import deque
 from time import monotonic
 
+from core.options import DEFAULT_PEER_TIMEOUT
 from impl_select.broker_main import run_broker
 from impl_select.netutil import READ_SIZE, keep_alive
 
@@ -47,8 +48,9 @@ class Peer:
 
 
 class ThreadedBroker:
-    def __init__(self, core, listeners):
+    def __init__(self, core, listeners, peer_timeout=DEFAULT_PEER_TIMEOUT):
         self.core = core
+        self.peer_timeout = peer_timeout
         self.listeners = listeners
         self.lock = threading.Lock()            # every call into core
         self.timer_wakeup = threading.Condition(self.lock)
@@ -87,7 +89,7 @@ class ThreadedBroker:
             # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                             struct.pack("ll", int(SEND_TIMEOUT), 0))
-            keep_alive(sock)
+            keep_alive(sock, self.peer_timeout)
             with self.lock:
                 peer = Peer(sock, self.core.open(port, monotonic()))
                 peer.conn.io = peer
@@ -248,7 +250,7 @@ def _shut(sock, how=socket.SHUT_RDWR):
 
 def main(argv=None):
     return run_broker("impl_threads.broker", FLAVOUR, argv,
-                      lambda core, listeners, args: ThreadedBroker(core, listeners))
+                      lambda core, listeners, args: ThreadedBroker(core, listeners, args.peer_timeout))
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ MAX_LINE = 200
 READ_TIMEOUT = 10.0
 SYNC_TIMEOUT = 10.0
 
-CLIENT_COMMANDS = {b"JOB", b"STATUS", b"STATS", b"AUTH"}
-WORKER_COMMANDS = {b"FETCH", b"DONE", b"STATS", b"AUTH"}
+CLIENT_COMMANDS = {b"JOB", b"STATUS", b"STATS", b"AUTH", b"KICK"}
+WORKER_COMMANDS = {b"FETCH", b"DONE", b"STATS", b"AUTH", b"TOUCH"}
 PORT_COMMANDS = {"client": CLIENT_COMMANDS, "worker": WORKER_COMMANDS}
 CONN_PORTS = {"c": "client", "w1": "worker", "w2": "worker"}
 # The spec's forbidden_char in UTF-8: C0 but TAB, DEL, and C1 (C2 80 .. C2 9F).
@@ -262,6 +262,25 @@ class Model:
         conn.waiting_fetch = True
         self.fetchers.append(name)
         return None
+
+    def _touch(self, name, arg):
+        """TOUCH: the broker runs with a lease longer than the test, so only the
+        holder checks of DONE apply (spec leases)."""
+        if not ID_ARG.fullmatch(arg):
+            return Err("BAD_ID")
+        job = int(arg)
+        state = self._state_of(job)
+        if state == "unknown":
+            return Err("UNKNOWN_JOB")
+        if state != "running":
+            return Err("NOT_RUNNING")
+        return b"OK" if self.holder[job] == name else Err("NOT_HOLDER")
+
+    def _kick(self, name, arg):
+        """KICK: no job is ever buried here (the delivery limit is out of reach)."""
+        if not ID_ARG.fullmatch(arg):
+            return Err("BAD_ID")
+        return Err("UNKNOWN_JOB" if self._state_of(int(arg)) == "unknown" else "NOT_BURIED")
 
     def _done(self, name, arg):
         if not ID_ARG.fullmatch(arg):
@@ -508,9 +527,10 @@ ID_REF = st.one_of(
          b"1" + b"0" * 18])),
 )
 SEP = st.sampled_from([b" ", b"  ", b"\t", b" \t "])
-WORDS = {"client": ["JOB", "JOB", "JOB", "STATUS", "STATS"],
-         "worker": ["FETCH", "FETCH", "FETCH", "DONE", "DONE", "DONE", "STATS"],
-         "any": ["JOB", "STATUS", "STATS", "FETCH", "DONE", "AUTH", "HELLO", "AUTHX", "Jobs"]}
+WORDS = {"client": ["JOB", "JOB", "JOB", "STATUS", "STATS", "KICK"],
+         "worker": ["FETCH", "FETCH", "FETCH", "DONE", "DONE", "DONE", "STATS", "TOUCH"],
+         "any": ["JOB", "STATUS", "STATS", "FETCH", "DONE", "AUTH", "HELLO", "AUTHX", "Jobs",
+                 "TOUCH", "KICK"]}
 
 
 @st.composite
@@ -643,7 +663,9 @@ def run_actions(broker, actions):
 
 @pytest.fixture(scope="module", params=IMPLS, ids=[i.split("_", 1)[1] for i in IMPLS])
 def broker(request):
-    broker = Broker(request.param, "--max-line", str(MAX_LINE))
+    # Shared by every example: no lease may run out and no job be buried meanwhile.
+    broker = Broker(request.param, "--max-line", str(MAX_LINE), "--lease", "86400",
+                    "--max-deliveries", str(10**9))
     yield broker
     broker.close()
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core.broker import (
-    CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER, BrokerCore,
+    BURIED, CLIENT, COMPLETED, JOB_OVERHEAD, LINE_OVERHEAD, RUNNING, TRANSITIONS, WAITING, WORKER,
+    BrokerCore,
     default_max_memory,
 )
 
@@ -117,16 +118,16 @@ def test_stats_counts_connections_and_jobs(broker):
     client, worker = broker.open(CLIENT), broker.open(WORKER)
     talk(broker, client, b"JOB a\nJOB b\n")
     talk(broker, worker, b"FETCH\n")
-    assert talk(broker, client, b"STATS\n") == ["STATS waiting=1 running=1 completed=0 clients=1 workers=1"]
+    assert talk(broker, client, b"STATS\n") == ["STATS waiting=1 running=1 completed=0 clients=1 workers=1 buried=0"]
     broker.close(worker)
-    assert talk(broker, client, b"STATS\n") == ["STATS waiting=2 running=0 completed=0 clients=1 workers=0"]
+    assert talk(broker, client, b"STATS\n") == ["STATS waiting=2 running=0 completed=0 clients=1 workers=0 buried=0"]
 
 
 def test_state_table_matches_the_spec():
     import yaml
     from pathlib import Path
     spec = yaml.safe_load((Path(__file__).parents[1] / "spec" / "protocol.yaml").read_text())
-    names = {WAITING: "waiting", RUNNING: "running", COMPLETED: "completed"}
+    names = {WAITING: "waiting", RUNNING: "running", COMPLETED: "completed", BURIED: "buried"}
     ours = {(names[src], names[dst]) for (src, _), dst in TRANSITIONS.items()}
     spec_moves = {(t["from"], t["to"]) for t in spec["transitions"] if t["from"] != "new"}
     assert ours == spec_moves
@@ -435,3 +436,115 @@ def test_default_memory_budget_is_a_quarter_of_ram_or_of_a_lower_cgroup_limit(tm
     assert default_max_memory() == ram // 4
     limit.write_text(f"{512 << 20}\n")         # a container of 512 MiB
     assert default_max_memory() == 128 << 20
+
+
+# -- leases and poison jobs (spec leases, leases.poison) ------------------------------
+
+def test_a_lease_that_runs_out_requeues_first_and_the_late_done_gets_lease_expired():
+    broker = BrokerCore(lease=5.0)
+    client, holder, other = broker.open(CLIENT), broker.open(WORKER), broker.open(WORKER)
+    talk(broker, client, b"JOB a\nJOB b\n")
+    assert talk(broker, holder, b"FETCH\nTOUCH 1\n") == ["JOB 1 a", "OK"]
+    assert broker.next_deadline() == 5.0, "the lease is the only deadline"
+    broker.tick(4.9)
+    assert broker.receive(holder, b"TOUCH 1\n", 4.9) == b"OK\n", "renewed before it ran out"
+    broker.tick(9.8)
+    assert broker.states[1] == RUNNING, f"expected still running at 9.8 s, got state {broker.states[1]}"
+    broker.tick(9.9)
+    assert broker.states[1] == WAITING, "expected waiting once 5 s passed since the last TOUCH"
+    assert talk(broker, other, b"FETCH\n") == ["JOB 1 a"], "expected the requeued job first in line"
+    replies = talk(broker, holder, b"DONE 1\nTOUCH 1\n")
+    assert [r.split()[:2] for r in replies] == [["ERR", "LEASE_EXPIRED"]] * 2, replies
+    assert talk(broker, other, b"DONE 1\n") == ["OK"], "the new holder completes it"
+    assert broker.failures == {}, "a completed job keeps no count"
+
+
+def test_a_job_never_touched_has_no_lease_however_long_it_runs():
+    broker = BrokerCore(lease=0.5)
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    talk(broker, client, b"JOB long\n")
+    talk(broker, worker, b"FETCH\n")
+    assert broker.next_deadline() is None, "no timer for a job nobody touched"
+    broker.tick(600.0)
+    assert broker.receive(worker, b"DONE 1\n", 600.0) == b"OK\n"
+
+
+def test_the_delivery_limit_buries_a_job_while_others_flow_and_kick_puts_it_back():
+    broker = BrokerCore(max_deliveries=3)
+    client = broker.open(CLIENT)
+    talk(broker, client, b"JOB poison\nJOB healthy\n")
+    for attempt in range(3):
+        worker = broker.open(WORKER)
+        assert talk(broker, worker, b"FETCH\n") == ["JOB 1 poison"], f"delivery {attempt + 1}"
+        broker.close(worker)
+    worker = broker.open(WORKER)
+    assert talk(broker, worker, b"FETCH\nDONE 2\nFETCH\n") == ["JOB 2 healthy", "OK", "NOJOB"]
+    assert talk(broker, client, b"STATUS 1\nSTATS\n") == [
+        "buried", "STATS waiting=0 running=0 completed=1 clients=1 workers=1 buried=1"]
+    assert talk(broker, client, b"KICK 2\nKICK 1\nKICK 1\nSTATUS 1\n") == [
+        "ERR NOT_BURIED job 2 is not buried", "OK", "ERR NOT_BURIED job 1 is not buried", "waiting"]
+    assert broker.failures == {}, "KICK resets the count"
+    assert talk(broker, worker, b"FETCH\n") == ["JOB 1 poison"]
+
+
+def test_an_expired_lease_counts_as_a_failed_delivery():
+    broker = BrokerCore(lease=1.0, max_deliveries=1)
+    client, worker = broker.open(CLIENT), broker.open(WORKER)
+    talk(broker, client, b"JOB hangs\n")
+    talk(broker, worker, b"FETCH\nTOUCH 1\n")
+    broker.tick(1.0)
+    assert talk(broker, client, b"STATUS 1\n") == ["buried"]
+
+
+class FailureStore:
+    def __init__(self):
+        self.changes = []
+
+    def add(self, job_id, text):
+        pass
+
+    def complete(self, job_id):
+        pass
+
+    def failed(self, job_id, count, buried):
+        self.changes.append((job_id, count, buried))
+
+
+def test_store_sees_counts_and_burials_and_restore_keeps_them():
+    store = FailureStore()
+    broker = BrokerCore(store=store, max_deliveries=2)
+    client = broker.open(CLIENT)
+    talk(broker, client, b"JOB a\nJOB b\n")
+    for _ in range(2):
+        worker = broker.open(WORKER)
+        talk(broker, worker, b"FETCH\n")
+        broker.close(worker)
+    talk(broker, client, b"KICK 1\n")
+    assert store.changes == [(1, 1, False), (1, 2, True), (1, 0, False)]
+    restarted = BrokerCore(max_deliveries=2)
+    restarted.restore(3, [(2, b"b")], [], buried=[(1, b"a")], failures={2: 1})
+    client, worker = restarted.open(CLIENT), restarted.open(WORKER)
+    assert talk(restarted, client, b"STATUS 1\n") == ["buried"]
+    assert talk(restarted, worker, b"FETCH\n") == ["JOB 2 b"]
+    restarted.close(worker)
+    assert talk(restarted, client, b"STATUS 2\n") == ["buried"], "its count went on from 1"
+
+
+def test_sqlite_store_migrates_a_version_1_file_and_keeps_burials(tmp_path):
+    import sqlite3
+    from impl_select.store import SqliteStore
+    path = str(tmp_path / "jobs.db")
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, text BLOB NOT NULL, "
+                "completed INTEGER NOT NULL DEFAULT 0)")
+    old.executemany("INSERT INTO jobs VALUES (?, ?, ?)", [(1, b"a", 1), (2, b"b", 0), (3, b"c", 0)])
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    assert store.load() == (4, [(2, b"b"), (3, b"c")], [1], [], {}), "version 1 rows, unchanged"
+    store.failed(2, 20, True)
+    store.failed(3, 4, False)
+    store.close()
+    store = SqliteStore(path)
+    assert store.load() == (4, [(3, b"c")], [1], [(2, b"b")], {2: 20, 3: 4})
+    store.close()

@@ -67,6 +67,7 @@ PASSES_BY_NATURE = {
     "WRK-034",   # its worker polls and waits the fetch interval after every NOJOB
     "ERR-027",   # it keeps a job's text as it came, Unicode spaces included
     "WRK-013", "WRK-014",   # it logs "fetching job" before every FETCH, the id in the others
+    "LSE-006",   # it has no leases, so a job never touched stays with its holder
 }
 
 # Extended cases the original must fail, and what the failure must say: the

@@ -419,3 +419,61 @@ def test_refused_token_drops_the_connection_and_retries_later():
     actions = slot.data_received(b"ERR AUTH_FAILED wrong token\n", 0.1)
     assert Close() in actions and slot.state is State.DISCONNECTED
     assert any("AUTH refused" in message for message in messages(actions))
+
+
+# --- leases: TOUCH while streaming (spec leases) ---------------------------------
+
+def streaming_slot(renew_interval=2.0, text=b"a b c d e f g h i j"):
+    slot = connected_slot(renew_interval=renew_interval, word_delay=1.0)
+    actions = slot.data_received(b"JOB 7 " + text + b"\n", 0.0)
+    return slot, actions
+
+
+def test_a_renewing_worker_touches_at_once_then_every_renew_interval():
+    slot, actions = streaming_slot()
+    assert sent(actions) == b"TOUCH 7\n", "TOUCH binds the lease when the job arrives"
+    assert words(actions) == [b"a\n"]
+    assert slot.data_received(b"OK\n", 0.0) == []
+    touches = []
+    while slot.state is State.STREAMING:
+        now = slot.next_deadline()
+        if b"TOUCH 7" in sent(slot.tick(now)):
+            touches.append(now)
+            assert slot.data_received(b"OK\n", now) == []
+    assert touches == [2.0, 4.0, 6.0, 8.0], f"expected a TOUCH every 2 s while streaming, got {touches}"
+
+
+def test_ok_to_touch_is_not_taken_for_the_ok_to_done():
+    slot, _ = streaming_slot(text=b"a")
+    assert slot.state is State.AWAITING_OK, "one word: DONE right after the TOUCH"
+    assert slot.data_received(b"OK\n", 0.1) == [], "the TOUCH's OK"
+    assert slot.state is State.AWAITING_OK
+    actions = slot.data_received(b"OK\n", 0.2)
+    assert messages(actions)[0] == "completed job 7", messages(actions)
+
+
+def test_lease_expired_stops_the_stream_and_fetches_again():
+    slot, _ = streaming_slot()
+    actions = slot.data_received(b"ERR LEASE_EXPIRED the lease of job 7 ran out\n", 0.5)
+    assert messages(actions)[:2] == ["lost the lease of job 7: ERR LEASE_EXPIRED the lease "
+                                     "of job 7 ran out", "abandoned job 7"], messages(actions)
+    assert sent(actions) == b"FETCH\n" and slot.state is State.AWAITING_JOB
+
+
+@pytest.mark.parametrize("reply", [b"ERR UNKNOWN_COMMAND unknown command 'TOUCH'",
+                                   b"ERROR unknown command"])
+def test_a_broker_without_touch_is_not_asked_again_and_the_job_goes_on(reply):
+    slot, _ = streaming_slot()
+    actions = slot.data_received(reply + b"\n", 0.1)
+    assert messages(actions) == [f"broker does not renew leases ({reply.decode()}); "
+                                 "no TOUCH on this connection"], messages(actions)
+    assert slot.state is State.STREAMING
+    out = b""
+    while slot.state is State.STREAMING:
+        out += sent(slot.tick(slot.next_deadline()))
+    assert out == b"DONE 7\n", f"expected no more TOUCH, got {out!r}"
+
+
+def test_renew_interval_zero_never_touches():
+    slot, actions = streaming_slot(renew_interval=0.0)
+    assert sent(actions) == b""

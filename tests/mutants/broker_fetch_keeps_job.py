@@ -5,7 +5,7 @@ import _mutant  # noqa: F401
 from core.broker import RUNNING, BrokerCore
 
 
-def _take_next(self, conn):
+def _take_next(self, conn, now=0.0):
     job_id = self.waiting[0]             # defect: peek instead of popleft
     self.states[job_id] = RUNNING
     self.holders[job_id] = conn
