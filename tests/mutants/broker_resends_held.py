@@ -9,11 +9,11 @@ from core.broker import BrokerCore
 _original_take_next = BrokerCore._take_next
 
 
-def _take_next(self, conn):
+def _take_next(self, conn, *args):
     if conn.held:                            # defect: hand the held job out again
         job_id = min(conn.held)
         return b"JOB %d %s\n" % (job_id, self.texts[job_id])
-    return _original_take_next(self, conn)
+    return _original_take_next(self, conn, *args)
 
 
 BrokerCore._take_next = _take_next
