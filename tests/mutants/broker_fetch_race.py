@@ -24,13 +24,13 @@ def _fetch(self, conn, arg, now):
         self._round = None
 
 
-def _take_next(self, conn):
+def _take_next(self, conn, *args):
     last = getattr(self, "_last_take", None)
     round_ = getattr(self, "_round", None)
     if round_ is not None and last is not None and last[0] == round_ and last[1] in self.holders:
         job_id = last[1]                    # defect: the head is still "there" this round
         return b"JOB %d %s\n" % (job_id, self.texts[job_id])
-    reply = _original_take_next(self, conn)
+    reply = _original_take_next(self, conn, *args)
     self._last_take = (round_, int(reply.split()[1]))
     return reply
 
