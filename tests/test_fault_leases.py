@@ -25,6 +25,10 @@ import time
 
 import pytest
 
+# Minutes, not seconds: outside the README's quick command (pytest.ini), run by
+# `python3 -m pytest -n auto -m slow` in CI and `tox -e slow`.
+pytestmark = pytest.mark.slow
+
 from tests.support import IMPLS, LineConnection, SyslogListener, parse_stats, start_worker, udp_sink
 from tests.test_faults import IDS, assert_all, start_broker, statuses, submit_all
 

@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# Minutes, not seconds: outside the README's quick command (pytest.ini), run by
+# `python3 -m pytest -n auto -m slow` in CI and `tox -e slow`.
+pytestmark = pytest.mark.slow
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# Minutes, not seconds: outside the README's quick command (pytest.ini), run by
+# `python3 -m pytest -n auto -m slow` in CI and `tox -e slow`.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = Path(__file__).resolve().parent / "mutants"
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
