@@ -115,7 +115,11 @@ def test_the_core_only_original_gets_core_load_and_survivable_faults(tmp_path):
 
 
 def test_bad_options_are_a_one_line_usage_error():
-    for args in (["--nemesis", "kill-everything"], ["--time", "-3"], ["--workers", "1"]):
+    # Numbers by the spec's grammar (issue 10's kind), not by float()/int():
+    # 1_0, nan, 1e3 and other scripts' digits are refused, never read or a traceback.
+    for args in (["--nemesis", "kill-everything"], ["--time", "-3"], ["--workers", "1"],
+                 ["--rate", "1_0"], ["--time", "nan"], ["--workers", "\u00b2"],
+                 ["--seed", "1e3"], ["--word-delay", "inf"]):
         proc = workload(*args)
         assert proc.returncode == 2, f"{args}: expected exit 2, got {proc.returncode}"
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, \

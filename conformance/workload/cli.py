@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..grammar import GrammarError, number, rules
 from ..netns import describe, enter_private_netns
+from ..specfile import default_spec, load_spec
 from ..targetset import TargetOptionError, resolve_targets
 from .checkers import check
 from .history import load_history
@@ -39,20 +41,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text):
+def _grammar():
+    """The spec's number rules, read once (the suite never parses numbers with
+    float() or int() alone: spec section grammar)."""
+    if not hasattr(_grammar, "rules"):
+        _grammar.rules = rules(load_spec(default_spec()))
+    return _grammar.rules
+
+
+def _by_rule(rule, text):
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        return number(_grammar(), rule, text, "value")
+    except GrammarError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("value: ")) from None
+
+
+def _positive(text):
+    value = _by_rule("seconds", text)
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600")
     return value
 
 
 def _count(text):
-    if not text.isdigit() or not 2 <= int(text) <= 32:
+    value = _by_rule("whole_number", text)
+    if not 2 <= value <= 32:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 2 to 32")
-    return int(text)
+    return value
+
+
+def _seed(text):
+    return _by_rule("whole_number", text)
 
 
 def parser():
@@ -62,7 +81,7 @@ def parser():
     p.add_argument("--time", type=_positive, default=20.0, metavar="S",
                    help="seconds of load (default 20); faults stop at 75%% of it, then the "
                         "queue must drain")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=_seed, default=None, metavar="N",
                    help="seed of every random choice (default: a random one, printed)")
     p.add_argument("--nemesis", default="all", metavar="LIST",
                    help=f"faults: a comma list of {', '.join(KINDS)}; all (default: those the "
