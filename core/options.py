@@ -19,7 +19,7 @@ DEFAULT_WORKER_PORT = 50001
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 # Seconds of silence after which a peer that vanished without FIN or RST (a
 # partition, a powered-off host) is dropped and its jobs requeued (spec
-# leases.peers): TCP keepalive plus TCP_USER_TIMEOUT, see impl_select.netutil.
+# leases.peers): TCP keepalive plus TCP_USER_TIMEOUT, see shell.netutil.
 DEFAULT_PEER_TIMEOUT = 20.0
 
 

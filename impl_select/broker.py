@@ -22,8 +22,8 @@ from time import monotonic
 
 from core.options import DEFAULT_MAX_OUTPUT, DEFAULT_PEER_TIMEOUT
 
-from .broker_main import run_broker
-from .netutil import READ_SIZE, keep_alive
+from shell.broker_main import run_broker
+from shell.netutil import READ_SIZE, keep_alive
 
 FLAVOUR = "select"
 # After accept() fails for lack of descriptors, listen again this much later

@@ -6,7 +6,7 @@ A thin I/O shell around core.worker.WorkerSlot (one slot per --concurrency):
 it owns the non-blocking sockets, the selector and the clock, feeds each slot
 what happened and carries out the actions the slot returns. The command
 line is core.worker_options; start-up, outputs and carrying out actions are
-impl_select.worker_io, shared with impl_threads.worker.
+shell.worker_io, shared by both workers.
 """
 
 import errno
@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from impl_select.worker_io import ConnectFailed, SlotShell, describe, resolve, worker_main
+from shell.worker_io import ConnectFailed, SlotShell, describe, resolve, worker_main
 
 FLAVOUR = "select"
 PROG = "python3 -m impl_select.worker"

@@ -24,8 +24,8 @@ from collections import deque
 from time import monotonic
 
 from core.options import DEFAULT_PEER_TIMEOUT
-from impl_select.broker_main import run_broker
-from impl_select.netutil import READ_SIZE, keep_alive
+from shell.broker_main import run_broker
+from shell.netutil import READ_SIZE, keep_alive
 
 FLAVOUR = "threads"
 # A peer whose kernel buffer stays full this long does not read: drop it.

@@ -8,7 +8,7 @@ timeout), feed the slot, tick it when the deadline is due. Connecting is a
 blocking connect with the slot's connect timeout. The multicast socket and
 the syslog logger are shared (both thread-safe). The command line is
 core.worker_options; start-up, outputs and carrying out actions are
-impl_select.worker_io, shared with impl_select.worker.
+shell.worker_io, shared by both workers.
 
 Stopping: the main thread waits for SIGINT/SIGTERM, logs "stopping", then
 wakes every slot thread out of its blocking call at once: an Event for a
@@ -22,8 +22,8 @@ import sys
 import threading
 import time
 
-from impl_select.netutil import READ_SIZE
-from impl_select.worker_io import ConnectFailed, SlotShell, describe, resolve, worker_main
+from shell.netutil import READ_SIZE
+from shell.worker_io import ConnectFailed, SlotShell, describe, resolve, worker_main
 
 FLAVOUR = "threads"
 PROG = "python3 -m impl_threads.worker"

@@ -532,7 +532,7 @@ def test_store_sees_counts_and_burials_and_restore_keeps_them():
 
 def test_sqlite_store_migrates_a_version_1_file_and_keeps_burials(tmp_path):
     import sqlite3
-    from impl_select.store import SqliteStore
+    from shell.store import SqliteStore
     path = str(tmp_path / "jobs.db")
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, text BLOB NOT NULL, "

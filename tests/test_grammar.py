@@ -426,7 +426,7 @@ def test_programs_refuse_lenient_numbers_with_a_usage_error(module, argv, bad):
 
 
 def test_client_reads_the_token_file_as_the_broker_does(tmp_path, monkeypatch):
-    """First line, ASCII whitespace stripped (bytes.strip(), as impl_select.broker_main
+    """First line, ASCII whitespace stripped (bytes.strip(), as shell.broker_main
     reads it): a no-break space at its end is part of the token."""
     monkeypatch.setattr(client.Connection, "default_token", None)
     token = tmp_path / "token"

@@ -135,8 +135,8 @@ def foreign(tmp_path):
 
 def test_the_packages_import_from_the_virtualenv(installed, elsewhere):
     result = _run([installed.python, "-c",
-                   "import conformance, core, impl_select, impl_threads, tools\n"
-                   "for m in (conformance, core, impl_select, impl_threads, tools):\n"
+                   "import conformance, core, impl_select, impl_threads, shell, tools\n"
+                   "for m in (conformance, core, impl_select, impl_threads, shell, tools):\n"
                    "    print(m.__file__)"], elsewhere, check=True)
     site_packages = installed.site_packages().resolve()
     for path in result.stdout.split():

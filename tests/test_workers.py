@@ -382,8 +382,8 @@ def test_a_long_broker_text_is_cut_to_one_1024_byte_datagram(env):
 
 def test_outputs_log_keeps_every_datagram_within_1024_bytes_with_the_longest_name():
     """In process: the longest --name (32 characters, 2 bytes each), any text."""
-    from impl_select.output import syslog_logger
-    from impl_select.worker_io import Outputs
+    from shell.output import syslog_logger
+    from shell.worker_io import Outputs
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(TIMEOUT)

@@ -12,7 +12,7 @@ import socket
 import sys
 
 import _mutant  # noqa: F401
-import impl_select.worker_io
+import shell.worker_io
 
 COURSE_TTL = 32
 
@@ -24,7 +24,7 @@ def _course_sender(interface="127.0.0.1", ttl=1):
     return sock                                        # defect: no IP_MULTICAST_IF
 
 
-impl_select.worker_io.multicast_sender = _course_sender
+shell.worker_io.multicast_sender = _course_sender
 
 if __name__ == "__main__":
     interfaces = sorted(name for _, name in socket.if_nameindex())

@@ -1,4 +1,4 @@
-"""Socket set-up shared by both brokers (impl_threads imports it too)."""
+"""Socket set-up both brokers share: listeners, keepalive, descriptor limits."""
 
 import math
 import resource

@@ -1,6 +1,6 @@
 """Output sockets a worker shell needs: the multicast word sender and the syslog logger.
 
-Shared by both workers, through impl_select.worker_io.
+Shared by both workers, through shell.worker_io.
 """
 
 import logging

@@ -1,4 +1,4 @@
-"""What both worker shells share (impl_threads.worker imports it too).
+"""What both worker shells share: command line, outputs, reconnect loop.
 
 The part of a worker that does not depend on the I/O model: start-up
 (``worker_main``), the outputs every slot shares, carrying out a slot's
@@ -16,9 +16,9 @@ import time
 from core.logline import syslog_message
 from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
-from impl_select.broker_main import read_token
-from impl_select.netutil import raise_descriptor_limit
-from impl_select.output import multicast_sender, syslog_header_bytes, syslog_logger
+from shell.broker_main import read_token
+from shell.netutil import raise_descriptor_limit
+from shell.output import multicast_sender, syslog_header_bytes, syslog_logger
 
 __all__ = ["ConnectFailed", "Outputs", "SlotShell", "StopRequest",
            "describe", "resolve", "worker_main"]
