@@ -21,6 +21,12 @@ DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 # partition, a powered-off host) is dropped and its jobs requeued (spec
 # leases.peers): TCP keepalive plus TCP_USER_TIMEOUT, see shell.netutil.
 DEFAULT_PEER_TIMEOUT = 20.0
+# --log-level names, least to most verbose: what the broker and the worker say
+# on stderr (README "Running as a service"). error: only what went wrong;
+# info (default): also start-up, lost and regained connections, stopping;
+# debug: also every connection and every job.
+LOG_LEVELS = ("error", "info", "debug")
+DEFAULT_LOG_LEVEL = "info"
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -64,6 +70,16 @@ def max_line_bytes(text):
         raise argparse.ArgumentTypeError(
             f"at most {DEFAULT_MAX_LINE} (the line limit every reader accepts): {value}")
     return value
+
+
+def add_log_level(parser, debug_says):
+    """Add ``--log-level {error,info,debug}`` to ``parser``; ``debug_says`` is what
+    debug adds, for --help. A bad name is argparse's one-line usage error."""
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=DEFAULT_LOG_LEVEL,
+                        metavar="LEVEL",
+                        help="what to say on stderr, one line per event: error (only what "
+                             "went wrong), info (also start-up, lost and regained "
+                             f"connections, stopping; the default) or debug (also {debug_says})")
 
 
 def broker_parser(prog, flavour):
@@ -132,6 +148,8 @@ def broker_parser(prog, flavour):
                         help="where jobs live: memory (default; lost when the broker stops) or "
                              "sqlite:PATH (durable: ID and OK are sent only once on disk, and a "
                              "restarted broker continues where it stopped)")
+    add_log_level(parser, "every connection accepted and closed, and every job submitted, "
+                          "handed out, completed, requeued, buried or kicked")
     return parser
 
 

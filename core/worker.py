@@ -11,9 +11,15 @@ actions each call returns, in order:
     Close()          close the broker connection (report nothing back)
     Send(data)       write bytes to the broker
     Emit(payload)    send one multicast datagram (a word plus LF)
-    Log(message)     one syslog line; the message may hold any text from the
+    Log(message, level)
+                     one syslog line; the message may hold any text from the
                      broker (bytes that are not UTF-8 as surrogateescape): the
-                     shell sends core.logline.syslog_message(message, ...)
+                     shell sends core.logline.syslog_message(message, ...).
+                     ``level`` says whether it also goes to stderr (--log-level):
+                     "error" (a connection lost or refused, an ERR from the
+                     broker), "info" (connected, a job abandoned, a broker
+                     feature missing) or "debug" (the rest: fetching, starting,
+                     completed, each further failed connection attempt)
 
 It also calls ``tick(now)`` once ``now >= next_deadline()``.
 
@@ -141,8 +147,11 @@ class Emit:
 
 @dataclass(frozen=True)
 class Log:
-    """One syslog message (the shell adds priority and ident)."""
+    """One syslog message (the shell adds priority and ident). ``level`` is
+    what --log-level must be for the shell to print it on stderr as well:
+    "error", "info" or "debug" (core.options.LOG_LEVELS)."""
     message: str
+    level: str = "debug"
 
 
 # --- states ------------------------------------------------------------------
@@ -222,6 +231,7 @@ class WorkerSlot:
         self._touches_pending = 0   # TOUCHes sent and not yet answered
         self._word_due = None       # when the next word is due (STREAMING)
         self._touch_due = None      # when the next TOUCH is due (STREAMING, renewing)
+        self._outage = False        # a connect attempt failed since the last connection
 
     def __repr__(self):
         return f"<WorkerSlot {self.state.name} job={self.job_id} deadline={self._deadline}>"
@@ -243,7 +253,8 @@ class WorkerSlot:
         self._early_nojob_noted = False
         self._renew = self.renew_interval
         self._touches_pending = 0
-        connected = Log(f"connected to broker {self.broker}")
+        self._outage = False
+        connected = Log(f"connected to broker {self.broker}", "info")
         if self.token is not None:
             self._enter(S.AWAITING_AUTH)
             self._deadline = None
@@ -252,7 +263,7 @@ class WorkerSlot:
 
     def connect_failed(self, reason, now):
         self._require("connect_failed", S.CONNECTING)
-        return self._retry_later(f"cannot connect to broker {self.broker}: {reason}", now)
+        return self._cannot_connect(reason, now)
 
     def connection_lost(self, reason, now):
         """The shell saw EOF or an error and has already dropped the socket."""
@@ -279,8 +290,7 @@ class WorkerSlot:
         if self.state is S.DISCONNECTED:
             return self._connect(now)
         if self.state is S.CONNECTING:
-            return [Close(), *self._retry_later(
-                f"cannot connect to broker {self.broker}: timed out", now)]
+            return [Close(), *self._cannot_connect("timed out", now)]
         if self.state is S.IDLE_WAIT:
             return self._fetch(now)
         if self.state is S.AWAITING_JOB:
@@ -302,7 +312,7 @@ class WorkerSlot:
         """Stop for good: close the connection, never DONE an unfinished job."""
         actions = []
         if self.state is S.STREAMING:
-            actions.append(Log(f"abandoned job {self.job_id}"))
+            actions.append(Log(f"abandoned job {self.job_id}", "info"))
         if self.state in _CONNECTED:
             actions.append(Close())
         self._enter(S.STOPPED)
@@ -346,16 +356,17 @@ class WorkerSlot:
         head, _, rest = line.partition(" ")
         if head == "ERR" and rest.partition(" ")[0] in _JOB_GONE:
             if self.state is not S.STREAMING:
-                return [Log(f"TOUCH failed: {line}")]    # DONE is sent; its reply says more
+                return [Log(f"TOUCH failed: {line}", "error")]   # DONE is sent; its reply says more
             lost = self.job_id
             self.job_id = None
             self._words.clear()
-            return [Log(f"lost the lease of job {lost}: {line}"), Log(f"abandoned job {lost}"),
-                    *self._fetch(now)]
+            return [Log(f"lost the lease of job {lost}: {line}", "error"),
+                    Log(f"abandoned job {lost}", "info"), *self._fetch(now)]
         self._renew = 0.0
         if self.state is S.STREAMING:
             self._stream_deadline()
-        return [Log(f"broker does not renew leases ({line}); no TOUCH on this connection")]
+        return [Log(f"broker does not renew leases ({line}); no TOUCH on this connection",
+                    "info")]
 
     def _send_touch(self, now):
         self._touches_pending += 1
@@ -381,7 +392,7 @@ class WorkerSlot:
             return []
         self._early_nojob_noted = True   # once per connection, not every fetch interval
         return [Log(f"broker answered FETCH {self.long_poll:g} with NOJOB after {waited:.3f} s "
-                    f"without waiting; asking again every {self.fetch_interval:g} s")]
+                    f"without waiting; asking again every {self.fetch_interval:g} s", "info")]
 
     def _on_err(self, reply, now):
         err = f"ERR {reply.code} {reply.text}".rstrip()
@@ -391,15 +402,15 @@ class WorkerSlot:
             self.long_poll = 0.0
             self._idle(now)
             return [Log(f"broker refused FETCH with a wait ({err}); polling every "
-                        f"{self.fetch_interval:g} s")]
+                        f"{self.fetch_interval:g} s", "info")]
         if self.state is S.AWAITING_JOB:
             self._idle(now)   # an ERR to FETCH counts as NOJOB: wait, then ask again
-            return [Log(f"FETCH failed: {err}")]
+            return [Log(f"FETCH failed: {err}", "error")]
         if self.state is S.AWAITING_OK:
             failed = self.job_id
             self.job_id = None
-            return [Log(f"DONE {failed} failed: {err}"), *self._fetch(now)]
-        return [Log(f"broker error: {err}")]
+            return [Log(f"DONE {failed} failed: {err}", "error"), *self._fetch(now)]
+        return [Log(f"broker error: {err}", "error")]
 
     # --- steps ---------------------------------------------------------------------
 
@@ -459,17 +470,30 @@ class WorkerSlot:
 
     def _lost(self, reason, now):
         abandoned = self.job_id if self.state is S.STREAMING else None
-        actions = self._retry_later(f"connection to broker {self.broker} lost: {reason}", now)
+        self._retry_later(now)
+        actions = [Log(f"connection to broker {self.broker} lost: {reason}", "error")]
         if abandoned is not None:
-            actions.append(Log(f"abandoned job {abandoned}"))
+            actions.append(Log(f"abandoned job {abandoned}", "info"))
         return actions
 
-    def _retry_later(self, message, now):
+    def _cannot_connect(self, reason, now):
+        """A connect attempt failed: retry after the backoff. Only the first
+        failure of an outage reaches stderr at the default level; every one
+        goes to syslog (spec syslog_messages)."""
+        delay = self._retry_later(now)
+        level = "debug" if self._outage else "error"
+        self._outage = True
+        return [Log(f"cannot connect to broker {self.broker}: {reason}; "
+                    f"retrying in {delay:g} s", level)]
+
+    def _retry_later(self, now):
+        """Disconnected: the next attempt is due after the backoff; returns its seconds."""
         self._enter(S.DISCONNECTED)
         self.job_id = None
         self._words.clear()
-        self._deadline = now + self.backoff.next_delay()
-        return [Log(message)]
+        delay = self.backoff.next_delay()
+        self._deadline = now + delay
+        return delay
 
     def _enter(self, state):
         if state not in TRANSITIONS[self.state]:

@@ -14,7 +14,7 @@ import ipaddress
 from .broker import MAX_FETCH_WAIT
 from .worker import DEFAULT_RENEW_INTERVAL
 from .grammar import parse_seconds, parse_whole
-from .options import DEFAULT_WORKER_PORT, UsageParser, number_type, port_number
+from .options import DEFAULT_WORKER_PORT, UsageParser, add_log_level, number_type, port_number
 
 __all__ = [
     "DEFAULT_BROKER", "DEFAULT_OUTPUT_PORT", "DEFAULT_SYSLOG_PORT", "SYSLOG_HOST",
@@ -146,6 +146,8 @@ def worker_parser(prog, flavour):
     parser.add_argument("--name", type=_name, default="workq-worker",
                         help="syslog ident, at most 32 characters: messages read NAME[PID]: ... "
                              "(default %(default)s)")
+    add_log_level(parser, "every syslog message: fetching, starting and completing jobs, "
+                          "each failed connection attempt")
     return parser
 
 

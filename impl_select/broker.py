@@ -23,6 +23,7 @@ from time import monotonic
 from core.options import DEFAULT_MAX_OUTPUT, DEFAULT_PEER_TIMEOUT
 
 from shell.broker_main import run_broker
+from shell.logs import BROKER_LOG
 from shell.netutil import READ_SIZE, keep_alive
 
 FLAVOUR = "select"
@@ -62,6 +63,8 @@ class SelectBroker:
         self.running = True
         # Group commit: with a store, replies wait for the end of the iteration.
         self.deferred = core.store is not None
+        # Logs each accepted connection (shell.logs.TracingCore, --log-level debug only).
+        self.accepted = getattr(core, "accepted", None)
         self.answered = []                    # peers with deferred replies
         for port, sock in listeners.items():
             self.selector.register(sock, READ, port)
@@ -116,7 +119,7 @@ class SelectBroker:
         victims = None       # connections to shed, in order, chosen once per burst
         while True:
             try:
-                sock, _ = listener.accept()
+                sock, address = listener.accept()
             except BlockingIOError:
                 return
             except OSError as error:
@@ -134,6 +137,8 @@ class SelectBroker:
             peer = Peer(sock, self.core.open(port, monotonic()))
             peer.conn.io = peer
             self.selector.register(sock, READ, peer)
+            if self.accepted is not None:
+                self.accepted(peer.conn, address)
 
     def _shed(self, victims):
         """Close the next of ``victims`` (the core's choice) to free a descriptor;
@@ -150,8 +155,7 @@ class SelectBroker:
         now = monotonic()
         if self.paused_until is None:
             if now >= self.quiet_until:
-                print("broker: out of file descriptors; not accepting until some close",
-                      file=sys.stderr, flush=True)
+                BROKER_LOG.error("out of file descriptors; not accepting until some close")
                 self.quiet_until = now + 10.0      # one warning per 10 s, not per retry
             for sock in self.listeners.values():
                 self.selector.unregister(sock)

@@ -25,6 +25,7 @@ from time import monotonic
 
 from core.options import DEFAULT_PEER_TIMEOUT
 from shell.broker_main import run_broker
+from shell.logs import BROKER_LOG
 from shell.netutil import READ_SIZE, keep_alive
 
 FLAVOUR = "threads"
@@ -57,6 +58,9 @@ class ThreadedBroker:
         self.stopping = threading.Event()
         self.peers = set()                      # open peers, shut down on stop
         self.freed = threading.Event()          # a peer closed: a descriptor is free
+        # Logs each accepted connection (shell.logs.TracingCore, --log-level debug only).
+        self.accepted = getattr(core, "accepted", None)
+        self.quiet_until = 0.0                  # no "out of descriptors" line again before
 
     def serve(self):
         for port, sock in self.listeners.items():
@@ -74,7 +78,7 @@ class ThreadedBroker:
     def _accept_loop(self, listener, port):
         while not self.stopping.is_set():
             try:
-                sock, _ = listener.accept()
+                sock, address = listener.accept()
             except OSError as error:
                 if self.stopping.is_set():
                     return
@@ -83,6 +87,7 @@ class ThreadedBroker:
                     self.freed.wait(ACCEPT_PAUSE)
                     continue
                 # Out of descriptors or threads: wait a little instead of spinning.
+                self._warn_accept(error)
                 self.stopping.wait(ACCEPT_PAUSE)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -94,6 +99,8 @@ class ThreadedBroker:
                 peer = Peer(sock, self.core.open(port, monotonic()))
                 peer.conn.io = peer
                 self.peers.add(peer)
+                if self.accepted is not None:
+                    self.accepted(peer.conn, address)
             try:
                 threading.Thread(target=self._serve_peer, args=(peer,), daemon=True).start()
             except RuntimeError:      # cannot start a new thread: refuse this peer
@@ -116,6 +123,14 @@ class ThreadedBroker:
             pass
         finally:
             self._close_peer(peer)
+
+    def _warn_accept(self, error):
+        """accept() failed even after shedding: one line per 10 s, not per retry."""
+        now = monotonic()
+        if now >= self.quiet_until:
+            self.quiet_until = now + 10.0
+            BROKER_LOG.error("cannot accept connections: %s; retrying until some close",
+                             error.strerror or error)
 
     def _recorded(self):
         return 0 if self.core.store is None else self.core.store.recorded

@@ -1,4 +1,5 @@
-"""Start-up shared by both brokers: command line, store, token, listeners, core."""
+"""Start-up shared by both brokers: command line, store, token, listeners, core, and
+the line saying it stopped."""
 
 import signal
 import sqlite3
@@ -7,6 +8,7 @@ import sys
 from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
 from core.options import broker_parser, startup_line
 
+from .logs import BROKER_LOG, TracingCore, configure
 from .netutil import listen, raise_descriptor_limit
 from .store import open_store
 
@@ -28,8 +30,10 @@ def read_token(path):
 def run_broker(module, flavour, argv, make_broker):
     """Parse the command line, set everything up, run ``make_broker(core, listeners, args).serve()``.
 
-    Returns the exit status: 0 after SIGINT/SIGTERM, 1 when start-up fails
-    (with one clear line on stderr).
+    Returns the exit status: 0 after SIGINT/SIGTERM (with a line on stderr
+    saying what the broker held), 1 when start-up fails (with one clear line on
+    stderr) or the store fails while serving. At --log-level debug the core is
+    a shell.logs.TracingCore, which logs every connection and job.
     """
     parser = broker_parser(f"python3 -m {module}", flavour)
     args = parser.parse_args(argv)
@@ -45,7 +49,9 @@ def run_broker(module, flavour, argv, make_broker):
     except (OSError, ValueError) as error:
         print(f"broker: {error}", file=sys.stderr)
         return 1
-    core = BrokerCore(max_line=args.max_line, max_waiting=args.max_waiting,
+    configure(BROKER_LOG, "workq broker", args.log_level)
+    core_class = TracingCore if args.log_level == "debug" else BrokerCore
+    core = core_class(max_line=args.max_line, max_waiting=args.max_waiting,
                       idle_timeout=args.idle_timeout, token=token, store=store,
                       max_memory=args.max_memory, auth_timeout=args.auth_timeout,
                       lease=args.lease, max_deliveries=args.max_deliveries)
@@ -79,7 +85,27 @@ def run_broker(module, flavour, argv, make_broker):
               f"{core.buried} buried jobs from {store.path}; next id {len(core.texts)}", flush=True)
     try:
         broker.serve()
+    except sqlite3.Error as error:       # disk full, file removed: cannot acknowledge any more
+        BROKER_LOG.error("store %s failed: %s; stopped (what was acknowledged is on disk)",
+                         args.store, error)
+        return 1
     finally:
         if store is not None:
-            store.close()
+            try:
+                store.close()
+            except sqlite3.Error:
+                store = None     # reported above; close() commits what is left, which failed
+    BROKER_LOG.info("%s", stopped_line(core, args.store if store is not None else None))
     return 0
+
+
+def stopped_line(core, store):
+    """What a stopping broker says: the jobs it held, and whether they are kept
+    (``store``: the --store value, None for memory)."""
+    waiting, running = len(core.waiting), len(core.holders)
+    held = f"{waiting} waiting and {running} running jobs"
+    if store is None:
+        return f"stopped: {held} lost (store memory)" if waiting or running else \
+            "stopped: no jobs waiting or running"
+    return (f"stopped: {held} kept in {store}, all waiting at the next start; "
+            f"{core.completed} completed, {core.buried} buried")

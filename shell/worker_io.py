@@ -13,10 +13,11 @@ import socket
 import sys
 import time
 
-from core.logline import syslog_message
+from core.logline import escape, syslog_message
 from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
 from shell.broker_main import read_token
+from shell.logs import LEVELS, WORKER_LOG, configure
 from shell.netutil import raise_descriptor_limit
 from shell.output import multicast_sender, syslog_header_bytes, syslog_logger
 
@@ -48,9 +49,10 @@ def resolve(host, port):
 
 
 class Outputs:
-    """The multicast word sender and the syslog logger, shared by every slot.
+    """The multicast word sender, the syslog logger and stderr (shell.logs.WORKER_LOG),
+    shared by every slot.
 
-    Both are safe to use from several threads: a UDP sendto is one system
+    All are safe to use from several threads: a UDP sendto is one system
     call, and logging handlers take their own lock.
     """
 
@@ -60,6 +62,7 @@ class Outputs:
         self.logger = logger
         self._header_bytes = syslog_header_bytes(logger)
         self._failing = False         # a flag, not a lock: at worst a failure is reported twice
+        self._said = None             # the last line on stderr above debug
 
     def emit(self, payload):
         # a blocking sendto is fine: a UDP send buffer drains at once, nothing waits on a peer
@@ -67,16 +70,25 @@ class Outputs:
             self.mcast.sendto(payload, self.address)
         except OSError as e:
             if not self._failing:   # report once per run of failures, not per word
-                print(f"workq worker: cannot send to {self.address[0]}:{self.address[1]}: "
-                      f"{describe(e)}", file=sys.stderr, flush=True)
+                WORKER_LOG.error("cannot send to %s:%s: %s", *self.address, describe(e))
             self._failing = True
         else:
             self._failing = False
 
-    def log(self, message):
+    def log(self, message, level="debug"):
         """Send one syslog datagram: ``message`` escaped and cut as the spec says
-        (core.logline), whatever bytes of the broker it holds; never raises."""
+        (core.logline), whatever bytes of the broker it holds; never raises.
+        Also a line on stderr when --log-level lets ``level`` ("error", "info",
+        "debug") through. Above debug, a line the same as the one before is not
+        repeated: each of --concurrency slots reports the same outage."""
         self.logger.info(syslog_message(message, self._header_bytes))
+        number = LEVELS[level]
+        if WORKER_LOG.isEnabledFor(number):
+            if number > LEVELS["debug"]:
+                if message == self._said:
+                    return
+                self._said = message
+            WORKER_LOG.log(number, "%s", escape(message))
 
     def close(self):
         self.mcast.close()
@@ -103,7 +115,7 @@ class SlotShell:
             elif isinstance(action, Emit):
                 self.outputs.emit(action.payload)
             elif isinstance(action, Log):
-                self.outputs.log(action.message)
+                self.outputs.log(action.message, action.level)
             elif isinstance(action, Connect):
                 self.connect()
             elif isinstance(action, Close):
@@ -185,8 +197,10 @@ class StopRequest:
 
 def worker_main(prog, flavour, argv, serve):
     """Parse the command line, open the outputs, print the start-up line and
-    ``serve(broker, slots, outputs, stop)`` until SIGINT/SIGTERM; its return is the exit status."""
+    ``serve(broker, slots, outputs, stop)`` until SIGINT/SIGTERM; its return is the exit status.
+    Then says "stopped" on stderr (after "abandoned job N" if a job was cut short)."""
     args = parse_worker_args(prog, flavour, sys.argv[1:] if argv is None else argv)
+    configure(WORKER_LOG, "workq worker", args.log_level)
     raise_descriptor_limit()    # a socket per slot: --concurrency may pass the default 1,024
     try:
         mcast = multicast_sender(args.mcast_if, args.mcast_ttl)
@@ -206,7 +220,9 @@ def worker_main(prog, flavour, argv, serve):
     stop.install()
     print(startup_line(flavour, args), flush=True)
     try:
-        return serve(args.broker, slots, outputs, stop)
+        status = serve(args.broker, slots, outputs, stop)
     finally:
         outputs.close()
         stop.close()
+    WORKER_LOG.info("stopped")
+    return status

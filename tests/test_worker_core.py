@@ -55,7 +55,7 @@ def test_start_connects_then_fetches():
     assert slot.start(0.0) == [Connect()]
     assert slot.state is State.CONNECTING
     actions = slot.connected(0.1)
-    assert actions == [Log(f"connected to broker {BROKER}"), *FETCH]
+    assert actions == [Log(f"connected to broker {BROKER}", "info"), *FETCH]
     assert slot.next_deadline() is None, "no timer while waiting for the FETCH reply"
 
 
@@ -65,7 +65,8 @@ def test_connect_timeout_closes_and_retries():
     assert slot.next_deadline() == 5.0
     assert slot.tick(4.9) == []
     actions = slot.tick(5.0)
-    assert actions == [Close(), Log(f"cannot connect to broker {BROKER}: timed out")]
+    assert actions == [Close(), Log(f"cannot connect to broker {BROKER}: timed out; "
+                                    "retrying in 1 s", "error")]
     assert slot.state is State.DISCONNECTED
     assert slot.next_deadline() == 6.0
 
@@ -158,7 +159,7 @@ def test_a_job_id_of_other_digits_is_a_protocol_error():
 def test_err_to_fetch_is_logged_and_treated_as_nojob():
     slot = connected_slot()
     actions = slot.data_received(b"ERR BUSY try later\n", 2.0)
-    assert actions == [Log("FETCH failed: ERR BUSY try later")]
+    assert actions == [Log("FETCH failed: ERR BUSY try later", "error")]
     assert slot.state is State.IDLE_WAIT
     assert slot.next_deadline() == 2.5
 
@@ -167,7 +168,8 @@ def test_err_to_done_is_logged_and_the_worker_carries_on():
     slot = connected_slot()
     slot.data_received(b"JOB 5 w\n", 0.0)
     actions = slot.data_received(b"ERR NOT_HOLDER job 5 is held by another worker\n", 0.1)
-    assert actions == [Log("DONE 5 failed: ERR NOT_HOLDER job 5 is held by another worker"),
+    assert actions == [Log("DONE 5 failed: ERR NOT_HOLDER job 5 is held by another worker",
+                           "error"),
                        *FETCH]
     assert "completed job 5" not in messages(actions)
 
@@ -176,7 +178,7 @@ def test_unsolicited_err_is_logged_and_changes_nothing():
     slot = connected_slot()
     slot.data_received(b"JOB 1 a b\n", 0.0)
     assert slot.data_received(b"ERR IDLE_TIMEOUT bye\n", 0.1) == [
-        Log("broker error: ERR IDLE_TIMEOUT bye")]
+        Log("broker error: ERR IDLE_TIMEOUT bye", "error")]
     assert slot.state is State.STREAMING
     assert slot.tick(0.25) == [Emit(b"b\n"), Send(b"DONE 1\n")]
 
@@ -227,8 +229,8 @@ def test_lost_mid_job_abandons_it_and_backs_off_1_2_4_8_8():
     slot = connected_slot()
     slot.data_received(b"JOB 6 a b c\n", 0.0)
     actions = slot.connection_lost("Connection reset by peer", 0.1)
-    assert actions == [Log(f"connection to broker {BROKER} lost: Connection reset by peer"),
-                       Log("abandoned job 6")]
+    assert actions == [Log(f"connection to broker {BROKER} lost: Connection reset by peer",
+                           "error"), Log("abandoned job 6", "info")]
     assert sent(actions) == b"", "an abandoned job is never DONE'd"
     now, delays = 0.1, []
     for _ in range(5):
@@ -237,7 +239,10 @@ def test_lost_mid_job_abandons_it_and_backs_off_1_2_4_8_8():
         assert slot.tick(due) == [Connect()]
         now = due
         actions = slot.connect_failed("Connection refused", now)
-        assert actions == [Log(f"cannot connect to broker {BROKER}: Connection refused")]
+        # stderr (at the default level) hears of the outage once, syslog of every attempt
+        level = "error" if not delays[:-1] else "debug"
+        assert actions == [Log(f"cannot connect to broker {BROKER}: Connection refused; "
+                               f"retrying in {min(2 ** len(delays), 8)} s", level)]
     delays.append(round(slot.next_deadline() - now, 6))
     assert delays == [1, 2, 4, 8, 8, 8]
     slot.tick(slot.next_deadline())
@@ -270,13 +275,34 @@ def test_backoff_policy():
     assert backoff.next_delay() == 1
 
 
+def test_each_outage_reaches_stderr_once_and_its_end_too():
+    """At the default --log-level a worker says "cannot connect" once per outage
+    (the first failed attempt), not per retry, and "connected" when it ends; a
+    new outage after that is reported again."""
+    slot = new_slot()
+    slot.start(0.0)
+    levels = []
+    now = 0.0
+    for _ in range(3):
+        levels += [a.level for a in slot.connect_failed("Connection refused", now)]
+        now = slot.next_deadline()
+        slot.tick(now)
+    levels += [a.level for a in slot.connected(now) if isinstance(a, Log)]
+    slot.connection_lost("closed by broker", now)
+    now = slot.next_deadline()
+    slot.tick(now)
+    levels += [a.level for a in slot.connect_failed("Connection refused", now)]
+    assert levels == ["error", "debug", "debug", "info", "debug", "error"], \
+        f"expected one error per outage, then info when connected; got {levels}"
+
+
 # --- stopping ------------------------------------------------------------------------
 
 def test_stop_mid_job_abandons_without_done():
     slot = connected_slot()
     slot.data_received(b"JOB 8 a b c\n", 0.0)
     actions = slot.stop(0.1)
-    assert actions == [Log("abandoned job 8"), Close()]
+    assert actions == [Log("abandoned job 8", "info"), Close()]
     assert slot.state is State.STOPPED
     assert slot.next_deadline() is None
     assert slot.connection_lost("closed", 0.2) == [], "a late EOF after stop is ignored"
