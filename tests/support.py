@@ -30,11 +30,16 @@ class Process:
     """A ``python3 -m MODULE ARGS...`` child: stdout is a pipe (for the start-up
     line), stderr goes to a temporary file so a chatty child never blocks.
     ``argv`` (with ``cwd`` and ``env``) starts another program instead, e.g.
-    an installed console script: ``Process(None, argv=[...], cwd=...)``."""
+    an installed console script: ``Process(None, argv=[...], cwd=...)``.
+    ``stderr_pipe``: stderr is a pipe instead, read line by line with
+    ``stderr_line`` (for a child whose stderr is bounded)."""
 
-    def __init__(self, module, *args, argv=None, cwd=ROOT, env=None):
+    def __init__(self, module, *args, argv=None, cwd=ROOT, env=None, stderr_pipe=False):
         self.argv = argv or [sys.executable, "-m", module, *map(str, args)]
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = subprocess.PIPE if stderr_pipe else tempfile.TemporaryFile()
+        self._stderr_read = bytearray()     # with stderr_pipe: what stderr_line has read
+        self.stderr_lines = []              # with stderr_pipe: complete lines read so far
+        self._stderr_next = 0               # the first of them stderr_line has not looked at
         self.proc = subprocess.Popen(self.argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=self._stderr)
         self.pid = self.proc.pid
@@ -63,10 +68,56 @@ class Process:
         return " ".join(self.argv[1:])
 
     def stderr(self):
-        """What the process wrote to stderr so far."""
+        """What the process wrote to stderr so far (with ``stderr_pipe``: what
+        ``stderr_line`` has read)."""
+        if self._stderr is subprocess.PIPE:
+            return self._stderr_read.decode(errors="replace")
         # pread: the child shares the file offset, so leave it alone.
         fd = self._stderr.fileno()
         return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def stderr_line(self, pattern, timeout=STARTUP_TIMEOUT):
+        """With ``stderr_pipe``: read stderr until a line matches ``pattern`` (a
+        regex, whole line) among the lines after the one it returned last, and
+        return it; every line read is kept in ``stderr_lines``. Fails after
+        ``timeout`` seconds, or when stderr ends, saying what came instead."""
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._stderr_next < len(self.stderr_lines):
+                line = self.stderr_lines[self._stderr_next]
+                self._stderr_next += 1
+                if re.fullmatch(pattern, line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"{self.describe()}: expected a stderr line matching "
+                                     f"{pattern!r} within {timeout} s, got {self.stderr_lines}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"{self.describe()}: stderr ended (exit status "
+                                     f"{self.proc.poll()}) without a line matching {pattern!r}; "
+                                     f"got {self.stderr_lines}")
+            self._stderr_read += chunk
+            self.stderr_lines = self._stderr_read.decode(errors="replace").split("\n")[:-1]
+
+    def stderr_to_exit(self, timeout=STOP_TIMEOUT):
+        """With ``stderr_pipe``: read stderr to its end and wait for the exit;
+        returns the exit status (every line is then in ``stderr_lines``).
+        Fails if stderr stays open for ``timeout`` seconds."""
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"{self.describe()}: still running {timeout} s later; "
+                                     f"stderr {self.stderr_lines}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            self._stderr_read += chunk
+        self.stderr_lines = self._stderr_read.decode(errors="replace").split("\n")[:-1]
+        return self.proc.wait(max(0.1, deadline - time.monotonic()))
 
     def running(self):
         return self.proc.poll() is None
@@ -86,16 +137,19 @@ class Process:
 
     def close(self):
         self.stop()
-        self._stderr.close()
+        if self._stderr is subprocess.PIPE:
+            self.proc.stderr.close()
+        else:
+            self._stderr.close()
 
 
 class Broker(Process):
     """A broker on kernel-chosen ports: ``client_port`` and ``worker_port``
     (or on given ones: ``ports=(client_port, worker_port)``, e.g. to restart
-    a broker where its workers expect it)."""
+    a broker where its workers expect it). ``stderr_pipe`` as for Process."""
 
-    def __init__(self, impl, *options, ports=(0, 0)):
-        super().__init__(f"{impl}.broker", *ports, *options)
+    def __init__(self, impl, *options, ports=(0, 0), stderr_pipe=False):
+        super().__init__(f"{impl}.broker", *ports, *options, stderr_pipe=stderr_pipe)
         try:
             line = self.startup_line()
             match = BROKER_LINE.search(line)
