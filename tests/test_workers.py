@@ -487,7 +487,8 @@ def test_refused_connection_is_retried(env):
     try:
         env.start(*FAST, broker=f"127.0.0.1:{closed.port}")
         env.syslog.expect(
-            rf"cannot connect to broker 127\.0\.0\.1:{closed.port}: Connection refused")
+            rf"cannot connect to broker 127\.0\.0\.1:{closed.port}: Connection refused; "
+            r"retrying in 1 s")
         closed.listener.listen()
         conn = closed.accept()
         conn.expect("FETCH")
