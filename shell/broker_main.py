@@ -4,6 +4,7 @@ the line saying it stopped."""
 import signal
 import sqlite3
 import sys
+import threading
 
 from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
 from core.options import broker_parser, startup_line
@@ -83,20 +84,39 @@ def run_broker(module, flavour, argv, make_broker):
     if store is not None and (core.waiting or core.completed or core.buried):
         print(f"broker: restored {len(core.waiting)} waiting, {core.completed} completed and "
               f"{core.buried} buried jobs from {store.path}; next id {len(core.texts)}", flush=True)
+    failure = _store_failures(broker) if store is not None else None
     try:
         broker.serve()
-    except sqlite3.Error as error:       # disk full, file removed: cannot acknowledge any more
-        BROKER_LOG.error("store %s failed: %s; stopped (what was acknowledged is on disk)",
-                         args.store, error)
+        if store is not None and not failure:
+            store.close()             # commits what is left
+    except sqlite3.Error as error:    # the select broker syncs on its own thread
+        failure.append(error)
+    if failure:
+        # Disk full, file locked or gone: nothing more can be acknowledged.
+        BROKER_LOG.error("store %s failed: %s; stopped (jobs acknowledged so far are on disk)",
+                         args.store, failure[0])
         return 1
-    finally:
-        if store is not None:
-            try:
-                store.close()
-            except sqlite3.Error:
-                store = None     # reported above; close() commits what is left, which failed
     BROKER_LOG.info("%s", stopped_line(core, args.store if store is not None else None))
     return 0
+
+
+def _store_failures(broker):
+    """A list that gets the first sqlite3.Error a broker thread dies of (the threads
+    broker syncs the store on its peers' threads); the broker is stopped then,
+    instead of each thread printing a traceback. Other exceptions are left to
+    the default hook."""
+    failures = []
+    default_hook = threading.excepthook
+
+    def hook(args):
+        if not isinstance(args.exc_value, sqlite3.Error):
+            default_hook(args)
+        elif not failures:
+            failures.append(args.exc_value)
+            broker.stop()
+
+    threading.excepthook = hook
+    return failures
 
 
 def stopped_line(core, store):

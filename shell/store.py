@@ -89,7 +89,8 @@ class SqliteStore:
             self.recorded += 1
 
     def sync(self, upto=None):
-        """Make every change up to number ``upto`` (default: all so far) durable."""
+        """Make every change up to number ``upto`` (default: all so far) durable.
+        Raises sqlite3.Error when it cannot (nothing of this batch is then on disk)."""
         if upto is None:
             upto = self.recorded
         if self.synced >= upto:
@@ -103,14 +104,23 @@ class SqliteStore:
                 failed, self._failed = self._failed, []
                 through = self.recorded
             self.db.execute("BEGIN")
-            if added:
-                self.db.executemany("INSERT INTO jobs (id, text) VALUES (?, ?)", added)
-            if failed:      # before completions: a job may fail, then complete, in one batch
-                self.db.executemany("UPDATE jobs SET failures = ?, buried = ? WHERE id = ?",
-                                    failed)
-            if completed:
-                self.db.executemany("UPDATE jobs SET completed = 1 WHERE id = ?", completed)
-            self.db.execute("COMMIT")
+            try:
+                if added:
+                    self.db.executemany("INSERT INTO jobs (id, text) VALUES (?, ?)", added)
+                if failed:  # before completions: a job may fail, then complete, in one batch
+                    self.db.executemany("UPDATE jobs SET failures = ?, buried = ? WHERE id = ?",
+                                        failed)
+                if completed:
+                    self.db.executemany("UPDATE jobs SET completed = 1 WHERE id = ?",
+                                        completed)
+                self.db.execute("COMMIT")
+            except sqlite3.Error:
+                # Leave no transaction open: the next sync (another thread, close)
+                # then fails for the same reason, not with "cannot start a
+                # transaction within a transaction".
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
             self.synced = through
 
     def close(self):

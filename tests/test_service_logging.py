@@ -7,6 +7,7 @@ one line saying it stopped (and what it held) and exit status 0; a bad
 
 import re
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -186,3 +187,31 @@ def test_worker_stops_with_the_job_it_abandoned(impl, sig, syslog):
 def test_bad_log_level_is_a_usage_error(impl, program):
     proc = run(f"{impl}.{program}", "--log-level", "verbose")
     assert_one_line(proc, 2, "--log-level", "'verbose'", "'error', 'info', 'debug'")
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_broker_whose_store_fails_says_so_and_exits_1(impl, tmp_path):
+    """The store cannot commit (here: another process holds its write lock,
+    past sqlite3's 5 s busy timeout): one error line, exit status 1 (systemd's
+    Restart=on-failure brings it back), no traceback, and the job is never
+    acknowledged."""
+    path = tmp_path / "jobs.db"
+    broker = Broker(impl, "--store", f"sqlite:{path}", stderr_pipe=True)
+    lock = sqlite3.connect(path, isolation_level=None)
+    client = None
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        client = LineConnection(broker.client_port)
+        client.send("JOB never acknowledged")
+        status = broker.stderr_to_exit(timeout=TIMEOUT)
+        expected = [f"workq broker: error: store sqlite:{path} failed: database is locked; "
+                    "stopped (jobs acknowledged so far are on disk)"]
+        assert (status, broker.stderr_lines) == (1, expected), \
+            f"expected exit 1 and {expected}, got exit {status}, {broker.stderr_lines}"
+        reply = client.read_line(eof_ok=True)
+        assert reply is None, f"expected no ID for a job the store did not take, got {reply!r}"
+    finally:
+        lock.close()
+        if client is not None:
+            client.close()
+        broker.close()
