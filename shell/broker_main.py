@@ -3,7 +3,6 @@ the line saying it stopped."""
 
 import signal
 import sqlite3
-import sys
 import threading
 
 from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
@@ -38,6 +37,7 @@ def run_broker(module, flavour, argv, make_broker):
     """
     parser = broker_parser(f"python3 -m {module}", flavour)
     args = parser.parse_args(argv)
+    configure(BROKER_LOG, "workq broker", args.log_level)
     if args.client_port == args.worker_port != 0:
         parser.error(f"the client port and the worker port are both {args.client_port}: "
                      "give two different ports")
@@ -48,9 +48,8 @@ def run_broker(module, flavour, argv, make_broker):
         token = read_token(args.token_file) if args.token_file else None
         store = open_store(args.store)
     except (OSError, ValueError) as error:
-        print(f"broker: {error}", file=sys.stderr)
+        BROKER_LOG.error("%s", error)
         return 1
-    configure(BROKER_LOG, "workq broker", args.log_level)
     core_class = TracingCore if args.log_level == "debug" else BrokerCore
     core = core_class(max_line=args.max_line, max_waiting=args.max_waiting,
                       idle_timeout=args.idle_timeout, token=token, store=store,
@@ -60,8 +59,7 @@ def run_broker(module, flavour, argv, make_broker):
         try:
             core.restore(*store.load())
         except sqlite3.Error as error:       # a database, but not one of ours
-            print(f"broker: cannot read the jobs in --store {args.store}: {error}",
-                  file=sys.stderr)
+            BROKER_LOG.error("cannot read the jobs in --store %s: %s", args.store, error)
             return 1
     listeners = {}
     for kind, role, port in ((CLIENT, "clients", args.client_port),
@@ -72,8 +70,8 @@ def run_broker(module, flavour, argv, make_broker):
             # Name the port that failed: "ports 50005/50001" left the user guessing.
             for sock in listeners.values():
                 sock.close()
-            print(f"broker: cannot listen for {role} on {args.host} port {port}: "
-                  f"{error.strerror or error}", file=sys.stderr)
+            BROKER_LOG.error("cannot listen for %s on %s port %s: %s", role, args.host, port,
+                             error.strerror or error)
             return 1
     args.client_port = listeners[CLIENT].getsockname()[1]
     args.worker_port = listeners[WORKER].getsockname()[1]

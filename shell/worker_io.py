@@ -205,11 +205,14 @@ def worker_main(prog, flavour, argv, serve):
     try:
         mcast = multicast_sender(args.mcast_if, args.mcast_ttl)
     except OSError as e:
-        sys.exit(f"workq worker: cannot use --mcast-if {args.mcast_if}: {describe(e)}")
+        WORKER_LOG.error("cannot use --mcast-if %s: %s", args.mcast_if, describe(e))
+        return 1
     try:
         token = read_token(args.token_file) if args.token_file else None
     except (OSError, ValueError) as e:
-        sys.exit(f"workq worker: {describe(e)}")
+        mcast.close()
+        WORKER_LOG.error("%s", describe(e))
+        return 1
     logger = syslog_logger(args.syslog_port, name=args.name, host=SYSLOG_HOST)
     outputs = Outputs(mcast, (args.mcast_group, args.output_port), logger)
     slots = [WorkerSlot(broker_label(*args.broker), word_delay=args.word_delay,
