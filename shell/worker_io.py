@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 
 from core.logline import escape, syslog_message
@@ -63,6 +64,7 @@ class Outputs:
         self._header_bytes = syslog_header_bytes(logger)
         self._failing = False         # a flag, not a lock: at worst a failure is reported twice
         self._said = None             # the last line on stderr above debug
+        self._said_lock = threading.Lock()
 
     def emit(self, payload):
         # a blocking sendto is fine: a UDP send buffer drains at once, nothing waits on a peer
@@ -85,10 +87,13 @@ class Outputs:
         number = LEVELS[level]
         if WORKER_LOG.isEnabledFor(number):
             if number > LEVELS["debug"]:
-                if message == self._said:
-                    return
-                self._said = message
-            WORKER_LOG.log(number, "%s", escape(message))
+                with self._said_lock:      # slot threads report the same outage at once
+                    if message == self._said:
+                        return
+                    self._said = message
+                    WORKER_LOG.log(number, "%s", escape(message))
+            else:
+                WORKER_LOG.log(number, "%s", escape(message))
 
     def close(self):
         self.mcast.close()

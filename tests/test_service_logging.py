@@ -46,12 +46,14 @@ def worker(impl, broker_port, syslog, *options):
     return proc
 
 
+@pytest.mark.parametrize("slots", [1, 3], ids=["1-slot", "3-slots"])
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
-def test_worker_says_cannot_connect_once_per_outage_then_connected(impl, syslog):
-    """No broker: one "cannot connect" line however often it retries, then
-    "connected" when a broker appears on that port."""
+def test_worker_says_cannot_connect_once_per_outage_then_connected(impl, slots, syslog):
+    """No broker: one "cannot connect" line however often it retries (and
+    however many --concurrency slots retry), then one "connected" when a
+    broker appears on that port."""
     port = closed_port()
-    proc = worker(impl, port, syslog)
+    proc = worker(impl, port, syslog, "--concurrency", slots)
     broker = None
     try:
         proc.stderr_line(rf"workq worker: error: cannot connect to broker 127\.0\.0\.1:{port}: "
@@ -59,11 +61,19 @@ def test_worker_says_cannot_connect_once_per_outage_then_connected(impl, syslog)
         # The second attempt (syslog hears of every one), then the broker appears.
         syslog_until(syslog, f"cannot connect to broker 127.0.0.1:{port}: Connection refused; "
                              "retrying in 2 s")
-        broker = Broker("impl_select", ports=(0, port))
+        broker = Broker("impl_select", "--log-level", "debug", ports=(0, port),
+                        stderr_pipe=True)
         proc.stderr_line(rf"workq worker: connected to broker 127\.0\.0\.1:{port}")
-        refused = [line for line in proc.stderr_lines if "cannot connect" in line]
-        assert len(refused) == 1, \
-            f"expected one 'cannot connect' line for the outage, got {proc.stderr_lines}"
+        for _ in range(slots):       # every slot is back
+            broker.stderr_line(rf"workq broker: debug: accepted worker {PEER}")
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.stderr_to_exit()
+        said = proc.stderr_lines
+        assert said == [f"workq worker: error: cannot connect to broker 127.0.0.1:{port}: "
+                        "Connection refused; retrying in 1 s",
+                        f"workq worker: connected to broker 127.0.0.1:{port}",
+                        "workq worker: stopped"], \
+            f"expected one 'cannot connect' line for the outage and one 'connected', got {said}"
     finally:
         proc.close()
         if broker is not None:
