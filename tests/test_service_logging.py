@@ -131,6 +131,36 @@ def test_broker_at_debug_tells_every_connection_and_job(impl):
         broker.close()
 
 
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_broker_at_debug_tells_leases_burials_and_kicks(impl):
+    """A lease that runs out, the delivery that buries the job, the KICK that
+    brings it back: one debug line each."""
+    broker = Broker(impl, "--log-level", "debug", "--lease", "0.5", "--max-deliveries", "2",
+                    stderr_pipe=True)
+    connections = []
+    try:
+        client = LineConnection(broker.client_port)
+        connections.append(client)
+        assert client.request("JOB poison") == "ID 1"
+        hung = LineConnection(broker.worker_port)
+        connections.append(hung)
+        assert hung.request("FETCH") == "JOB 1 poison"
+        assert hung.request("TOUCH 1") == "OK"        # leased: it then says nothing more
+        broker.stderr_line(rf"workq broker: debug: job 1 requeued: lease expired \(worker "
+                           rf"{PEER}\), delivery 1 of 2 without DONE")
+        crashing = LineConnection(broker.worker_port)
+        assert crashing.request("FETCH") == "JOB 1 poison"
+        crashing.close()
+        broker.stderr_line(rf"workq broker: debug: job 1 buried: holder lost \(worker {PEER}\), "
+                           r"2 deliveries without DONE")
+        assert client.request("KICK 1") == "OK"
+        broker.stderr_line(rf"workq broker: debug: job 1 kicked back to waiting by client {PEER}")
+    finally:
+        for conn in connections:
+            conn.close()
+        broker.close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
 def test_broker_stops_with_one_line_and_none_per_connection(impl, sig):
