@@ -22,9 +22,10 @@ DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 # leases.peers): TCP keepalive plus TCP_USER_TIMEOUT, see shell.netutil.
 DEFAULT_PEER_TIMEOUT = 20.0
 # --log-level names, least to most verbose: what the broker and the worker say
-# on stderr (README "Running as a service"). error: only what went wrong;
-# info (default): also start-up, lost and regained connections, stopping;
-# debug: also every connection and every job.
+# on stderr (README "Running as a service"). error: only what went wrong
+# (a lost or refused connection, a failing store); info (default): also
+# connections regained and the line saying it stopped; debug: also every
+# connection and every job. The start-up line is on stdout at every level.
 LOG_LEVELS = ("error", "info", "debug")
 DEFAULT_LOG_LEVEL = "info"
 
@@ -78,8 +79,9 @@ def add_log_level(parser, debug_says):
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=DEFAULT_LOG_LEVEL,
                         metavar="LEVEL",
                         help="what to say on stderr, one line per event: error (only what "
-                             "went wrong), info (also start-up, lost and regained "
-                             f"connections, stopping; the default) or debug (also {debug_says})")
+                             "went wrong), info (also connections regained and the line "
+                             f"saying it stopped; the default) or debug (also {debug_says}). "
+                             "The start-up line goes to stdout at every level")
 
 
 def broker_parser(prog, flavour):

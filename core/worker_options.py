@@ -92,7 +92,8 @@ def worker_parser(prog, flavour):
             f"workq worker ({flavour}): fetches jobs from the broker's worker port, sends each\n"
             "word of a job as one UDP multicast datagram (word + LF), reports DONE, and\n"
             f"logs its progress to UDP syslog on {SYSLOG_HOST}. Reconnects with backoff\n"
-            "(1 s doubling to 8 s) when the broker goes away; stops on SIGINT/SIGTERM."),
+            "(1 s doubling to 8 s) when the broker goes away; stops on SIGINT/SIGTERM.\n"
+            "Says on stderr what goes wrong, and more with --log-level."),
         epilog=(
             "network safety: multicast sent through the default interface leaves the\n"
             "machine on the real network card. --mcast-if therefore defaults to\n"
