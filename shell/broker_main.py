@@ -82,6 +82,7 @@ def run_broker(module, flavour, argv, make_broker):
     if store is not None and (core.waiting or core.completed or core.buried):
         print(f"broker: restored {len(core.waiting)} waiting, {core.completed} completed and "
               f"{core.buried} buried jobs from {store.path}; next id {len(core.texts)}", flush=True)
+    default_hook = threading.excepthook
     failure = _store_failures(broker) if store is not None else None
     try:
         broker.serve()
@@ -89,6 +90,8 @@ def run_broker(module, flavour, argv, make_broker):
             store.close()             # commits what is left
     except sqlite3.Error as error:    # the select broker syncs on its own thread
         failure.append(error)
+    finally:
+        threading.excepthook = default_hook
     if failure:
         # Disk full, file locked or gone: nothing more can be acknowledged.
         BROKER_LOG.error("store %s failed: %s; stopped (jobs acknowledged so far are on disk)",
@@ -102,7 +105,7 @@ def _store_failures(broker):
     """A list that gets the first sqlite3.Error a broker thread dies of (the threads
     broker syncs the store on its peers' threads); the broker is stopped then,
     instead of each thread printing a traceback. Other exceptions are left to
-    the default hook."""
+    the default hook. Replaces threading.excepthook (run_broker puts it back)."""
     failures = []
     default_hook = threading.excepthook
 
