@@ -1,4 +1,4 @@
-"""The select-based broker: one thread, every socket multiplexed with selectors.
+"""The select-based broker: one thread, every socket multiplexed with epoll.
 
 A thin I/O shell around core.broker.BrokerCore. Each read's lines are answered
 in one pass and the replies sent with one send. Replies the core addresses to
@@ -11,10 +11,16 @@ waits in a per-connection output buffer, so a peer that stops reading slows
 nobody else (and is dropped past --max-output, or when the core's memory
 budget cannot take it). When accept fails for lack of descriptors, the core
 chooses quiet connections to shed; they are closed and accepting goes on.
+
+The loop talks to ``select.epoll`` directly (``select.poll`` where there is no
+epoll) with a dict from descriptor to peer, not through ``selectors``: the
+selector's ``select()`` builds a key object list in Python for every wake-up,
+about 0.7 us per request of a broker that costs a few (BENCHMARKS.md,
+"Where the time goes"). Both report readiness in the same bits.
 """
 
 import errno
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -34,7 +40,31 @@ ACCEPT_PAUSE = 0.1
 # over the connections), so a flood of new connections cannot churn through
 # every quiet one at once; then pause as above.
 SHED_PER_ACCEPT = 16
-READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+if hasattr(select, "epoll"):
+    READ, WRITE = select.EPOLLIN, select.EPOLLOUT
+else:                                   # BSD, macOS: poll(2), the same bits
+    READ, WRITE = select.POLLIN, select.POLLOUT
+# An error or hang-up is reported to both sides: the next recv or send says which.
+NOT_WRITE, NOT_READ = ~WRITE, ~READ
+
+
+class _Poll:
+    """select.poll with epoll's calling convention (timeout in seconds, None:
+    block), for systems without epoll."""
+
+    def __init__(self):
+        self._poll = select.poll()
+        self.register, self.modify, self.unregister = (
+            self._poll.register, self._poll.modify, self._poll.unregister)
+
+    def poll(self, timeout=None):
+        return self._poll.poll(None if timeout is None else timeout * 1000)
+
+    def close(self):
+        pass
+
+
+_WAKEUP = object()      # the value of the signal wake-up socket in SelectBroker.peers
 
 
 class Peer:
@@ -56,7 +86,9 @@ class SelectBroker:
         self.core = core
         self.max_output = max_output
         self.peer_timeout = peer_timeout
-        self.selector = selectors.DefaultSelector()
+        self.poller = select.epoll() if hasattr(select, "epoll") else _Poll()
+        # Descriptor -> Peer, port name (a listener) or _WAKEUP: what poll() reports.
+        self.peers = {}
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
         self.quiet_until = 0.0
@@ -67,32 +99,44 @@ class SelectBroker:
         self.accepted = getattr(core, "accepted", None)
         self.answered = []                    # peers with deferred replies
         for port, sock in listeners.items():
-            self.selector.register(sock, READ, port)
-        # Signals write a byte here, so select() wakes at once to stop.
+            self._register(sock, port)
+        # Signals write a byte here, so poll() wakes at once to stop.
         self.wakeup_r, self.wakeup_w = socket.socketpair()
         self.wakeup_r.setblocking(False)
         self.wakeup_w.setblocking(False)
-        self.selector.register(self.wakeup_r, READ, None)
+        self._register(self.wakeup_r, _WAKEUP)
+
+    def _register(self, sock, value):
+        self.peers[sock.fileno()] = value
+        self.poller.register(sock.fileno(), READ)
+
+    def _unregister(self, sock):
+        del self.peers[sock.fileno()]
+        self.poller.unregister(sock.fileno())
 
     def serve(self):
         signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
-        select, core = self.selector.select, self.core
+        poll, peers, core = self.poller.poll, self.peers, self.core
+        readable = self._readable
         deliveries = core.deliveries
         deadline = None          # the core's next deadline, taken once per iteration
         while self.running:
-            events = select(self._timeout(deadline))
+            if deadline is None and self.paused_until is None:
+                events = poll()
+            else:
+                events = poll(self._timeout(deadline))
             now = monotonic()
-            for key, mask in events:
-                peer = key.data
+            for fd, mask in events:
+                peer = peers.get(fd)     # None: dropped earlier in this pass
                 if peer.__class__ is Peer:
-                    if mask & READ:
-                        self._readable(peer, now)
-                    if mask & WRITE and peer.conn.io is peer:
+                    if mask & NOT_WRITE:
+                        readable(peer, now)
+                    if mask & NOT_READ and peer.conn.io is peer:
                         self._flush(peer)
-                elif peer is None:
+                elif peer is _WAKEUP:
                     self._drain_wakeup()
-                else:
-                    self._accept(key.fileobj, peer)
+                elif peer is not None:
+                    self._accept(self.listeners[peer], peer)
                 if deliveries:
                     self._deliver()
             if deadline is not None and deadline <= now:
@@ -136,7 +180,7 @@ class SelectBroker:
             keep_alive(sock, self.peer_timeout)
             peer = Peer(sock, self.core.open(port, monotonic()))
             peer.conn.io = peer
-            self.selector.register(sock, READ, peer)
+            self._register(sock, peer)
             if self.accepted is not None:
                 self.accepted(peer.conn, address)
 
@@ -158,13 +202,13 @@ class SelectBroker:
                 BROKER_LOG.error("out of file descriptors; not accepting until some close")
                 self.quiet_until = now + 10.0      # one warning per 10 s, not per retry
             for sock in self.listeners.values():
-                self.selector.unregister(sock)
+                self._unregister(sock)
         self.paused_until = now + ACCEPT_PAUSE
 
     def _resume_accepting(self):
         self.paused_until = None
         for port, sock in self.listeners.items():
-            self.selector.register(sock, READ, port)
+            self._register(sock, port)
 
     # -- reading and answering ----------------------------------------------------
 
@@ -263,13 +307,13 @@ class SelectBroker:
     def _want(self, peer, events):
         if peer.events != events:
             peer.events = events
-            self.selector.modify(peer.sock, events, peer)
+            self.poller.modify(peer.sock.fileno(), events)
 
     def _drop(self, peer):
         if peer.conn.io is not peer:
             return
         peer.conn.io = None
-        self.selector.unregister(peer.sock)
+        self._unregister(peer.sock)
         peer.sock.close()
         self.core.close(peer.conn, monotonic())
         if self.paused_until is not None:
@@ -284,9 +328,13 @@ class SelectBroker:
 
     def _shutdown(self):
         signal.set_wakeup_fd(-1)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()
-        self.selector.close()
+        for value in self.peers.values():
+            if value.__class__ is Peer:
+                value.sock.close()
+        for sock in self.listeners.values():
+            sock.close()
+        self.wakeup_r.close()
+        self.poller.close()
         self.wakeup_w.close()
 
 
