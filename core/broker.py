@@ -58,8 +58,8 @@ from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
 from .grammar import WAIT_SECONDS_BYTES
-from .messages import (MAX_JOB_TEXT, MAX_WORD, RequestError, chunk_is_plain, err,
-                       has_overlong_word, line_is_plain, parse_job_id, parse_request)
+from .messages import (MAX_JOB_TEXT, MAX_WORD, NOT_IN_PLAIN_LINE, RequestError,
+                       chunk_is_plain, err, has_overlong_word, parse_job_id, parse_request)
 
 __all__ = ["BrokerCore", "Connection", "CLIENT", "WORKER",
            "WAITING", "RUNNING", "COMPLETED", "BURIED", "TRANSITIONS"]
@@ -273,14 +273,28 @@ class BrokerCore:
 
     def receive(self, conn, data, now=0.0):
         """Answer every complete line in ``data``; return the replies joined."""
-        framer = conn.framer
         conn.last_read = now
-        if conn.waiting_fetch is None and conn.partial_since is None:
-            # Fast path for the commonest read: one whole request, nothing pending.
-            line = framer.single_line(data)
-            if line is not None:
-                reply = self._answer(conn, line, now, line_is_plain(line))
-                return b"" if reply is None else reply       # None: a FETCH <seconds> waits
+        end = len(data) - 1
+        # Fast path for the commonest read: one whole printable-ASCII line ending in
+        # a bare LF, from an authenticated connection with nothing pending or held.
+        # It is the general path's steps fused (framing, chunk_is_plain, _answer's
+        # split and dispatch) with one C-speed check for the whole read: about
+        # 0.5 us less per request, a fifth of what the select broker spends in
+        # Python on one (BENCHMARKS.md). Anything else goes the general way.
+        if (data.find(b"\n") == end > 0 and conn.waiting_fetch is None
+                and conn.partial_since is None and conn.authenticated and not conn.closing
+                and end <= self.max_line
+                and len(data.translate(None, NOT_IN_PLAIN_LINE)) == end + 1):
+            parts = data.split(None, 1)
+            if parts:
+                handler = conn.handlers.get(parts[0].upper())
+                if handler is not None:
+                    try:
+                        reply = handler(conn, parts[1].rstrip() if len(parts) == 2 else b"", now)
+                    except RequestError as error:
+                        return error.reply
+                    return b"" if reply is None else reply     # None: a FETCH <seconds> waits
+        framer = conn.framer
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)
         lines = framer.feed(data)

@@ -52,15 +52,6 @@ class LineFramer:
             return lines
         return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
 
-    def single_line(self, data):
-        """``data`` without its terminator when it is exactly one whole line and
-        nothing is held before it (the usual read of a peer that waits for each
-        reply), else None: then ``feed`` it. Nothing is kept either way."""
-        end = len(data) - 1
-        if not data or data.find(b"\n") != end or end > self.max_line or self._partial or self.too_long:
-            return None
-        return data[:end - 1] if data[end - 1:end] == b"\r" else data[:end]
-
     def has_partial(self):
         return bool(self._partial)
 
