@@ -146,10 +146,15 @@ class Process:
 class Broker(Process):
     """A broker on kernel-chosen ports: ``client_port`` and ``worker_port``
     (or on given ones: ``ports=(client_port, worker_port)``, e.g. to restart
-    a broker where its workers expect it). ``stderr_pipe`` as for Process."""
+    a broker where its workers expect it). ``stderr_pipe`` as for Process;
+    ``wrapper``: a command line the broker's runs under (prlimit, taskset)."""
 
-    def __init__(self, impl, *options, ports=(0, 0), stderr_pipe=False):
-        super().__init__(f"{impl}.broker", *ports, *options, stderr_pipe=stderr_pipe)
+    def __init__(self, impl, *options, ports=(0, 0), stderr_pipe=False, wrapper=()):
+        argv = None
+        if wrapper:         # e.g. ("prlimit", "--fsize=65536"): runs the broker under it
+            argv = [*wrapper, sys.executable, "-m", f"{impl}.broker", *map(str, ports),
+                    *map(str, options)]
+        super().__init__(f"{impl}.broker", *ports, *options, argv=argv, stderr_pipe=stderr_pipe)
         try:
             line = self.startup_line()
             match = BROKER_LINE.search(line)

@@ -17,6 +17,8 @@ from tests.test_startup_errors import assert_one_line, closed_port, run
 
 IDS = [impl.split("_", 1)[1] for impl in IMPLS]
 TIMEOUT = 15.0
+# The file-size limit (bytes) under which a store fails at its first big job.
+STORE_FSIZE = 32768
 PEER = r"127\.0\.0\.1:\d+"
 
 
@@ -231,27 +233,39 @@ def test_bad_log_level_is_a_usage_error(impl, program):
 
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
 def test_broker_whose_store_fails_says_so_and_exits_1(impl, tmp_path):
-    """The store cannot commit (here: another process holds its write lock,
-    past sqlite3's 5 s busy timeout): one error line, exit status 1 (systemd's
-    Restart=on-failure brings it back), no traceback, and the job is never
-    acknowledged."""
+    """The store cannot commit (here: the file-size limit, RLIMIT_FSIZE, stops
+    the write-ahead log from growing: EFBIG, which sqlite reports as a disk I/O
+    error, as it would a failing disk): one error
+    line, exit status 1 (systemd's Restart=on-failure brings it back), no
+    traceback, and the job is never acknowledged."""
     path = tmp_path / "jobs.db"
-    broker = Broker(impl, "--store", f"sqlite:{path}", stderr_pipe=True)
-    lock = sqlite3.connect(path, isolation_level=None)
+    broker = Broker(impl, "--store", f"sqlite:{path}", stderr_pipe=True,
+                    wrapper=("prlimit", f"--fsize={STORE_FSIZE}"))
     client = None
     try:
-        lock.execute("BEGIN EXCLUSIVE")
         client = LineConnection(broker.client_port)
-        client.send("JOB never acknowledged")
+        client.send("JOB " + "x" * 60000)      # more than STORE_FSIZE in the log
         status = broker.stderr_to_exit(timeout=TIMEOUT)
-        expected = [f"workq broker: error: store sqlite:{path} failed: database is locked; "
+        expected = [f"workq broker: error: store sqlite:{path} failed: disk I/O error; "
                     "stopped (jobs acknowledged so far are on disk)"]
         assert (status, broker.stderr_lines) == (1, expected), \
             f"expected exit 1 and {expected}, got exit {status}, {broker.stderr_lines}"
         reply = client.read_line(eof_ok=True)
         assert reply is None, f"expected no ID for a job the store did not take, got {reply!r}"
     finally:
-        lock.close()
         if client is not None:
             client.close()
         broker.close()
+
+
+def test_second_broker_on_the_same_store_refuses_to_start(tmp_path):
+    """Two brokers on one store file would hand out the same ids: the second
+    one says the file is in use and exits 1 at start-up."""
+    path = tmp_path / "jobs.db"
+    first = Broker("impl_select", "--store", f"sqlite:{path}")
+    try:
+        second = run("impl_threads.broker", "0", "0", "--store", f"sqlite:{path}")
+        assert second.returncode == 1 and "database is locked: another broker" in second.stderr, \
+            f"expected exit 1 naming the lock, got {second.returncode}, {second.stderr!r}"
+    finally:
+        first.close()
