@@ -132,6 +132,9 @@ class SlotThread(SlotShell):
         try:
             self.sock.sendall(data)
         except OSError as e:
+            if self.stopping.is_set():
+                self.close()          # our own shutdown() broke it: stop, not "lost"
+                return
             self.broke(describe(e))
 
     def connect(self):
