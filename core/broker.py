@@ -57,7 +57,7 @@ import os
 from collections import deque
 
 from .framing import DEFAULT_MAX_LINE, LineFramer
-from .grammar import WAIT_SECONDS_BYTES
+from .grammar import MAX_ID_DIGITS, WAIT_SECONDS_BYTES
 from .messages import (MAX_JOB_TEXT, MAX_WORD, NOT_IN_PLAIN_LINE, RequestError,
                        chunk_is_plain, err, has_overlong_word, parse_job_id, parse_request)
 
@@ -82,6 +82,12 @@ TRANSITIONS = {
     (RUNNING, "delivery limit"): BURIED,
     (BURIED, "kick"): WAITING,
 }
+# The same table by event, for the per-request paths: AFTER[event][state] is
+# the next state (one dict lookup, no tuple built: FETCH and DONE take it).
+AFTER = {}
+for (_state, _event), _next in TRANSITIONS.items():
+    AFTER.setdefault(_event, {})[_state] = _next
+_AFTER_FETCH, _AFTER_DONE = AFTER["fetch"], AFTER["done"]
 
 _CLIENT_COMMANDS = {b"JOB", b"STATUS", b"STATS", b"AUTH", b"KICK"}
 _WORKER_COMMANDS = {b"FETCH", b"DONE", b"STATS", b"AUTH", b"TOUCH"}
@@ -680,7 +686,8 @@ class BrokerCore:
 
     def _take_next(self, conn, now):
         job_id = self.waiting.popleft()
-        self._move(job_id, "fetch")
+        states = self.states
+        states[job_id] = _AFTER_FETCH[states[job_id]]
         self.holders[job_id] = conn
         conn.held.add(job_id)
         if conn.leasing:          # it has renewed before: leased from the hand-out on
@@ -734,10 +741,13 @@ class BrokerCore:
 
     def _done(self, conn, arg, now):
         holders = self.holders
-        job_id = parse_job_id(arg)
+        # parse_job_id's test inline (DONE is a per-job path); anything else takes
+        # _held_by, which parses again and raises the right error.
+        job_id = int(arg) if arg.isdigit() and len(arg) <= MAX_ID_DIGITS else None
         if holders.get(job_id) is not conn:
             job_id = self._held_by(conn, arg, "DONE")
-        self._move(job_id, "done")
+        states = self.states
+        states[job_id] = _AFTER_DONE[states[job_id]]
         del holders[job_id]
         conn.held.discard(job_id)
         if self.leases:

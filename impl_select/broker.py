@@ -220,16 +220,29 @@ class SelectBroker:
         except OSError:
             self._drop(peer)
             return
+        conn = peer.conn
         if data:
-            reply = self.core.receive(peer.conn, data, now)
+            reply = self.core.receive(conn, data, now)
         else:
-            reply = self.core.end_of_input(peer.conn, now)
+            reply = self.core.end_of_input(conn, now)
         if reply:
             if self.deferred:
                 self._defer(peer, reply)
-            else:
+            elif peer.outbox or conn.closing:
                 self._write(peer, reply)
-        elif peer.conn.closing and not peer.replies:
+            else:
+                # _write's usual case inline (a call less per request): the
+                # kernel takes the whole reply at once.
+                try:
+                    sent = peer.sock.send(reply)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._drop(peer)
+                    return
+                if sent != len(reply):
+                    self._write(peer, memoryview(reply)[sent:])
+        elif conn.closing and not peer.replies:
             if peer.outbox:
                 self._want(peer, WRITE)     # EOF stays readable: stop listening
             else:
