@@ -37,18 +37,21 @@ class LineFramer:
                 self._overflow()
             return []
         lines = data.split(b"\n")
-        if self._partial:
+        joined = bool(self._partial)      # the first line began in an earlier read
+        if joined:
             self._partial += lines[0]
             lines[0] = bytes(self._partial)
             self._partial.clear()
         rest = lines.pop()
-        if len(rest) > limit + 1:
-            self._overflow()
-        else:
-            self._partial += rest
-        if max(map(len, lines)) > limit:
+        if rest:
+            if len(rest) > limit + 1:
+                self._overflow()
+            else:
+                self._partial += rest
+        # No line of a read within the limit can pass it, unless it was joined.
+        if (joined or len(data) > limit) and max(map(len, lines)) > limit:
             return self._cut_at_overlong(lines)
-        if b"\r" not in data and not (lines[0] and lines[0][-1:] == b"\r"):
+        if b"\r" not in data and not (joined and lines[0][-1:] == b"\r"):
             return lines
         return [line[:-1] if line[-1:] == b"\r" else line for line in lines]
 

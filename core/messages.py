@@ -17,13 +17,14 @@ __all__ = [
 ]
 
 # What may not appear in a read whose lines all pass unchecked: controls other
-# than TAB, LF and CR (a CR must be part of a CRLF, checked apart).
-_UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), 0x7f])
-# Everything but TAB, LF and printable ASCII: a read that keeps its length when
-# these are deleted (bytes.translate, one C pass) is plain lines with bare LFs,
+# than TAB, LF and CR (a CR must be part of a CRLF, checked apart), DEL and
+# every byte past ASCII (bytes.translate deletes them in one C pass: a read
+# that keeps its length has none).
+_UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
+                        *range(0x7f, 0x100)])
+# The same and CR: a read that keeps its length is plain lines with bare LFs,
 # what the broker's fast path takes (BrokerCore.receive).
-NOT_IN_PLAIN_LINE = bytes([*range(0x00, 0x09), 0x0b, 0x0c, 0x0d, *range(0x0e, 0x20),
-                           *range(0x7f, 0x100)])
+NOT_IN_PLAIN_LINE = _UNPLAIN_BYTES + b"\r"
 # The longest line every reader must accept (spec: framing, line_limit_bytes),
 # LF or CRLF excluded: brokers, workers and clients alike.
 LINE_LIMIT = DEFAULT_MAX_LINE
@@ -81,8 +82,7 @@ def chunk_is_plain(data):
     One pass over a whole read lets the broker skip the per-line checks of
     parse_request for the common case.
     """
-    return (data.isascii()
-            and len(data.translate(None, _UNPLAIN_BYTES)) == len(data)     # C speed, no regex
+    return (len(data.translate(None, _UNPLAIN_BYTES)) == len(data)     # C speed, no regex
             and (b"\r" not in data or data.count(b"\r") == data.count(b"\r\n")))
 
 
