@@ -176,12 +176,14 @@ def main(argv=None):
     brokers = [b for b in args.broker_list if b != "beanstalkd" or path]
 
     bench = Bench(config, brokers, path, log, baselines=args.baselines)
+    revisions = {}                 # select@REV -> the commit's short hash
     try:
         for name in brokers:
             revision = split_revision(name)[1]
             if revision:
                 bench.checkout(revision)
-    except BrokerError as error:
+                revisions[name] = resolve_revision(revision)[:12]
+    except (BrokerError, ValueError) as error:
         bench.close()
         log(f"bench: {error}")
         return 1
@@ -203,7 +205,8 @@ def main(argv=None):
     output = Path(args.output)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = procstat.machine_info()
-    plot_meta = {"machine": machine, "date": date, "quick": args.quick, "brokers": brokers}
+    plot_meta = {"machine": machine, "date": date, "quick": args.quick, "brokers": brokers,
+                 "revisions": revisions}
     Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
     report.save_runs(bench.rows, plot_meta, Path(args.plots_dir) / report.RUNS_FILE)
     plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers, plot_meta)
@@ -232,8 +235,7 @@ def main(argv=None):
                    "window_connections": config.window_connections,
                    "window_in_flight": config.window_in_flight,
                    "window_read": config.window_read, "window_jobs": config.window_jobs},
-        "revisions": {name: resolve_revision(split_revision(name)[1])[:12]
-                      for name in brokers if split_revision(name)[1]},
+        "revisions": revisions,
         "baselines": args.baselines,
     }
     targets = report.evaluate_targets(bench.rows)

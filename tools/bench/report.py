@@ -479,6 +479,9 @@ CHARTS = [
     ("closed", "connections", "submit_vs_connections.png",
      "Submit, closed loop: throughput and CPU by client connections", "client connections",
      "jobs/s", "CPU µs per job (broker)", "the median of its runs by CPU per job"),
+    ("window", "connections", "submit_window.png",
+     "Submit, window: 100 requests in flight per connection, topped up per read (small reads)",
+     "connections", "jobs/s", "CPU µs per job (broker)", "the median of its runs by CPU per job"),
     ("scaling", "idle", "cycle_vs_idle_connections.png",
      "Job cycle (16 workers) beside idle connections held open", "idle connections",
      "cycles/s", "CPU µs per cycle (broker)", "the median of its runs by throughput"),
@@ -539,6 +542,10 @@ def figure_notes(brokers, meta, chosen_how="the median of its runs"):
              "lowest to highest of its runs (none: a single run). Levels are categories, "
              "not a scale."]
     notes += [BROKER_NOTES[b] for b in ("floor", "original", "beanstalkd") if b in brokers]
+    revisions = meta.get("revisions") or {}
+    notes += [f"{b} = the select broker as it was at revision "
+              f"{revisions.get(b, b.partition('@')[2])}, the before of a before-and-after."
+              for b in brokers if "@" in b]
     machine = meta.get("machine") or {}
     ram = machine.get("ram_bytes")
     notes.append(f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
