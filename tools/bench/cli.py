@@ -19,11 +19,12 @@ from .servers import (ALL_BROKERS, OUR_BROKERS, ROOT, Broker, BrokerError, beans
 EPILOG = """\
 scenarios: closed (submit, closed loop: 1, 16, 256 clients), pipelined (batches
 of 100 per write; the same run gives the memory table, 1,000,000 waiting jobs),
-window (small reads: 4 connections each keep 100 submissions in flight and
-write as many new ones as replies each read brought), cycle (FETCH + DONE),
-dispatch (long-poll and polling latency), scaling (cycle with 100 / 1,000 /
-10,000 idle connections), durable (sqlite store vs beanstalkd -b -f 0, 1 and
-16 clients). Every run is bounded in count and time, on 127.0.0.1 only.
+window (small reads: 4 connections each keep 100 submissions in flight; after
+each read of replies, at most 64 bytes, one write of as many new ones), cycle
+(FETCH + DONE), dispatch (long-poll and polling latency), scaling (cycle with
+100 / 1,000 / 10,000 idle connections), durable (sqlite store vs beanstalkd -b
+-f 0, 1 and 16 clients). Every run is bounded in count and time, on 127.0.0.1
+only.
 
 brokers: beanstalkd, select, threads, and for reference original (the original
 system's broker) and floor (a bare Python read-answer loop); select@REV is the
