@@ -268,6 +268,9 @@ def test_a_cpu_target_needs_the_floor_too():
     verdicts = {target: verdict for target, _, _, verdict in report.evaluate_targets(rows)}
     assert verdicts[CLOSED_16] == "not measured", \
         f"expected no verdict without the floor's row, got {verdicts[CLOSED_16]}"
+    said = {target: measured for target, measured, _, _ in report.evaluate_targets(rows)}
+    assert said[CLOSED_16] == "not measured (no floor row)", \
+        f"expected the missing floor named, got {said[CLOSED_16]!r}"
 
 
 def _baseline_rows(old_closed, old_cycle, runs=()):

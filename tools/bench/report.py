@@ -99,15 +99,19 @@ def evaluate_targets(rows):
     def verdict(condition):
         return "**reached**" if condition else "**missed**"
 
-    def missing(text):
-        results.append((text, "not measured", "", "not measured"))
+    def missing(text, scenario=None, names=(), **extra):
+        """A target without a verdict; the brokers of ``names`` with no measured
+        row of ``scenario`` are named, so a run that left one out says so."""
+        absent = [name for name in names if not _ok_rows(find(rows, scenario, name, **extra))]
+        why = f" (no {', '.join(absent)} row)" if absent and len(absent) < len(names) else ""
+        results.append((text, "not measured" + why, "", "not measured"))
 
     def cpu_target(text, scenario, **extra):
         """select CPU per op ≤ 1.0× beanstalkd and ≤ 1.15× floor (both must hold)."""
         ours, theirs, floor = (find(rows, scenario, name, **extra)
                                for name in ("select", "beanstalkd", "floor"))
         if not (_ok_rows(ours) and _ok_rows(theirs) and _ok_rows(floor)):
-            return missing(text)
+            return missing(text, scenario, ("select", "beanstalkd", "floor"), **extra)
         to_b, to_f = ratio(ours.cpu_per_op, theirs.cpu_per_op), ratio(ours.cpu_per_op, floor.cpu_per_op)
         results.append((text, f"{fmt_us(ours.cpu_per_op)} µs = {fmt_ratio(to_b)} beanstalkd, "
                               f"{fmt_ratio(to_f)} floor",
@@ -129,7 +133,7 @@ def evaluate_targets(rows):
                        "per read): ≥ 600,000 jobs/s at ≤ 0.35× beanstalkd CPU per job")):
         ours, theirs = find(rows, scenario, "select"), find(rows, scenario, "beanstalkd")
         if not (_ok_rows(ours) and _ok_rows(theirs)):
-            missing(text)
+            missing(text, scenario, ("select", "beanstalkd"))
             continue
         r = ratio(ours.cpu_per_op, theirs.cpu_per_op)
         results.append((text, f"{fmt_rate(ours.throughput)} jobs/s, {fmt_us(ours.cpu_per_op)} µs/job "
