@@ -187,7 +187,10 @@ def export_revision(commit, into, root=ROOT):
     if archive.returncode != 0:
         raise BrokerError(f"git archive {commit}: {archive.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
+        try:
+            tar.extractall(into, filter="data")
+        except TypeError:                   # Python before 3.10.12 / 3.11.4: no filters
+            tar.extractall(into)
     if not (Path(into) / "impl_select" / "broker.py").exists():
         raise BrokerError(f"revision {commit[:12]} has no impl_select/broker.py")
     return Path(into)
