@@ -102,6 +102,22 @@ def test_closed_loop_and_pipelined_submit(broker):
         loadgen.close_all(socks)
 
 
+def test_window_keeps_requests_in_flight_with_small_writes(broker):
+    socks = loadgen.connect(broker.client, 2)
+    try:
+        load = loadgen.window(socks, Workq.submit(), Workq.submit_ok, 20, 500, 30, read_size=64)
+    finally:
+        loadgen.close_all(socks)
+    assert (load.ops, load.errors) == (500, 0), f"expected 500 jobs and no error, got {load}"
+    assert load.extra["sent"] == 500, f"expected 500 requests sent, got {load.extra}"
+    # A read of 64 bytes holds at most 12 replies ("ID n\n" is 5 bytes or more), and
+    # each write answers one read: never the pipelined run's 100 lines a write.
+    per_write = load.extra["sent"] / load.extra["writes"]
+    assert per_write <= 64 / 5, f"expected at most 12.8 requests per write, got {per_write:.1f}"
+    assert len(load.latencies) == load.extra["writes"], \
+        f"expected one latency per write, got {len(load.latencies)} for {load.extra}"
+
+
 def test_errors_are_counted_not_hidden(broker):
     socks = loadgen.connect(broker.client, 1)
     try:
@@ -171,6 +187,8 @@ def test_same_generator_drives_beanstalkd():
             assert (load.ops, load.errors) == (20, 0), load
             cycled = loadgen.cycle(socks, Beanstalk, 100, 30)
             assert (cycled.ops, cycled.errors) == (20, 0), cycled
+            windowed = loadgen.window(socks, Beanstalk.submit(), Beanstalk.submit_ok, 10, 100, 30, 64)
+            assert (windowed.ops, windowed.errors) == (100, 0), windowed
         finally:
             loadgen.close_all(socks)
 
@@ -184,6 +202,9 @@ def test_reference_brokers_take_the_closed_loop_and_the_cycle(make):
             assert (load.ops, load.errors) == (20, 0), load
             load = loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 50, 2, 300, 30)
             assert (load.ops, load.errors) == (300, 0), load
+            if server.name == "floor":              # the bench runs the floor in the window too
+                load = loadgen.window(socks, Workq.submit(), Workq.submit_ok, 20, 300, 30, 64)
+                assert (load.ops, load.errors) == (300, 0), load
         finally:
             loadgen.close_all(socks)
         workers = loadgen.connect(server.worker, 2)
@@ -205,19 +226,80 @@ def _rows():
     return [
         _row("closed", "16", "beanstalkd", 100_000, 2.0, 1.0, connections=16),
         _row("closed", "16", "select", 100_000, 2.0, 0.9, connections=16),       # 0.9x: reached
+        _row("closed", "16", "floor", 100_000, 2.0, 0.8, connections=16),        # 1.125x floor
+        _row("closed", "1", "beanstalkd", 10_000, 2.0, 0.3, connections=1),
+        _row("closed", "1", "select", 10_000, 2.0, 0.3, connections=1),          # 1.0x ...
+        _row("closed", "1", "floor", 10_000, 2.0, 0.25, connections=1),          # ... but 1.2x floor
         _row("cycle", "16", "beanstalkd", 50_000, 2.0, 1.0),
-        _row("cycle", "16", "select", 50_000, 2.0, 1.0),                           # 1.0x: missed
+        _row("cycle", "16", "select", 50_000, 2.0, 1.0),                           # 1.0x ...
+        _row("cycle", "16", "floor", 50_000, 2.0, 0.9),                            # ... 1.11x: reached
         _row("pipelined", "100", "beanstalkd", 200_000, 1.0, 1.0),
         _row("pipelined", "100", "select", 700_000, 1.0, 1.0),                     # 0.29x, 700k/s
+        _row("window", "4 × 100", "beanstalkd", 150_000, 1.0, 1.0, connections=4),
+        _row("window", "4 × 100", "select", 500_000, 1.0, 0.5, connections=4),    # 500k/s: missed
+        _row("durable", "1", "beanstalkd", 5_000, 1.0, 0.3, connections=1),
+        _row("durable", "1", "select", 5_500, 1.0, 0.6, connections=1),           # 1.1x: reached
     ]
+
+
+CLOSED_16 = "CPU per submitted job, closed loop, 16 clients: ≤ 1.0× beanstalkd and ≤ 1.15× floor"
+CLOSED_1 = "CPU per submitted job, closed loop, 1 client: ≤ 1.0× beanstalkd and ≤ 1.15× floor"
+CYCLE = "CPU per FETCH + DONE cycle (16 workers): ≤ 1.0× beanstalkd and ≤ 1.15× floor"
+PIPELINED = ("pipelined submit (batches of 100 per write): ≥ 600,000 jobs/s at ≤ 0.35× "
+             "beanstalkd CPU per job")
+WINDOW = ("window submit (small reads: 100 in flight per connection, topped up per read): "
+          "≥ 600,000 jobs/s at ≤ 0.35× beanstalkd CPU per job")
+DURABLE_1 = "durable submit, 1 client: throughput ≥ beanstalkd's with fsync on every write (`-b -f 0`)"
 
 
 def test_target_verdicts():
     verdicts = {target: verdict for target, _, _, verdict in report.evaluate_targets(_rows())}
-    assert verdicts["CPU per submitted job ≤ 1.0× beanstalkd (closed loop, 16 clients)"] == "**reached**"
-    assert verdicts["CPU per FETCH + DONE cycle ≤ 0.8× beanstalkd"] == "**missed**"
-    assert verdicts["pipelined submit ≥ 600,000 jobs/s at ≤ 0.35× beanstalkd CPU per job"] == "**reached**"
-    assert verdicts["1,000,000 waiting jobs in ≤ 250 MB RSS"] == "not measured"
+    expected = {CLOSED_16: "**reached**", CLOSED_1: "**missed**", CYCLE: "**reached**",
+                PIPELINED: "**reached**", WINDOW: "**missed**", DURABLE_1: "**reached**",
+                "1,000,000 waiting jobs in ≤ 250 MB RSS": "not measured",
+                "durable submit, 16 clients: ≥ 2× beanstalkd's fsync-always throughput":
+                    "not measured"}
+    got = {target: verdicts.get(target) for target in expected}
+    assert got == expected, f"expected verdicts {expected}, got {got}"
+
+
+def test_a_cpu_target_needs_the_floor_too():
+    rows = [r for r in _rows() if r.broker != "floor"]
+    verdicts = {target: verdict for target, _, _, verdict in report.evaluate_targets(rows)}
+    assert verdicts[CLOSED_16] == "not measured", \
+        f"expected no verdict without the floor's row, got {verdicts[CLOSED_16]}"
+    said = {target: measured for target, measured, _, _ in report.evaluate_targets(rows)}
+    assert said[CLOSED_16] == "not measured (no floor row)", \
+        f"expected the missing floor named, got {said[CLOSED_16]!r}"
+
+
+def _baseline_rows(old_closed, old_cycle, runs=()):
+    """Rows of select and select@REV: select at 10 µs/job closed, 20 µs/cycle;
+    the baseline's medians given, ``runs`` its closed-loop runs (µs)."""
+    rows = [_row("closed", "16", "select", 100_000, 1.0, 1.0, connections=16),
+            _row("cycle", "16", "select", 50_000, 1.0, 1.0),
+            _row("closed", "16", "select@abc", 100_000, 1.0, old_closed * 0.1, connections=16),
+            _row("cycle", "16", "select@abc", 50_000, 1.0, old_cycle * 0.05)]
+    if runs:
+        rows[2].extra["runs"] = [(100_000, us * 1e-6) for us in runs]
+    return rows
+
+
+def test_additions_cost_nothing_measurable_within_spread_or_5_percent():
+    def verdict(rows):
+        (text, measured, reference, result), = [t for t in report.evaluate_targets(rows)
+                                                if t[0].startswith("additions since abc")]
+        return result, measured, reference
+    # 10 µs against a median of 9.6 µs: within 1.05x (10.08): reached.
+    assert verdict(_baseline_rows(9.6, 20))[0] == "**reached**", verdict(_baseline_rows(9.6, 20))
+    # Against 9.0 µs: 1.11x, above 1.05x (9.45) and no spread: missed.
+    assert verdict(_baseline_rows(9.0, 20))[0] == "**missed**", verdict(_baseline_rows(9.0, 20))
+    # The same median, but its runs went up to 10.2 µs: within the spread, reached.
+    result = verdict(_baseline_rows(9.0, 20, runs=(8.7, 9.0, 10.2)))
+    assert result[0] == "**reached**", f"expected reached within the runs' spread, got {result}"
+    assert "8.70–10.20" in result[2], f"expected the baseline's spread shown, got {result[2]}"
+    # The cycle holds it back: 20 µs against 18 µs.
+    assert verdict(_baseline_rows(10, 18))[0] == "**missed**", verdict(_baseline_rows(10, 18))
 
 
 def test_render_has_tables_machine_command_and_ratios():
@@ -226,14 +308,20 @@ def test_render_has_tables_machine_command_and_ratios():
             "beanstalkd_message": "found", "load_before": "0.1 / 0.1 / 0.1",
             "load_after": "0.2 / 0.2 / 0.2", "elapsed": 1.0,
             "params": {"duration": 3, "batch": 100, "depth": 4, "jobs": 1000, "prefill": 10,
-                       "workers": 16, "samples": 5, "interval": 0.5, "polls": 2}}
+                       "workers": 16, "samples": 5, "interval": 0.5, "polls": 2,
+                       "window_connections": 4, "window_in_flight": 100, "window_read": 64,
+                       "window_jobs": 1000},
+            "revisions": {"select@abc": "abc123"}, "baselines": ["select@abc"]}
     failed = Row("closed", "256", "threads", note="failed; OSError: too many")
-    text = report.render(_rows() + [failed], meta)
+    text = report.render(_rows() + _baseline_rows(9.6, 20)[2:] + [failed], meta)
     assert "python3 -m tools.bench --quick" in text and "beanstalkd 1.12" in text
     assert "## Submit, closed loop" in text and "## Job cycle" in text
+    assert "## Submit, window (small reads)" in text and "| 4 × 100 | select | 500,000 |" in text
     assert "| 16 | select | 50,000 | 1.00× | 2.000 | 3.000 | 9.00 | 0.90× |" in text
+    assert "**`select@abc`** is the select broker as it was at revision abc123" in text
     assert "failed; OSError: too many" in text
-    assert "2 of 3 measured targets reached" in text
+    assert "5 of 7 measured targets reached" in text, \
+        [line for line in text.splitlines() if "measured targets" in line]
 
 
 def test_percentiles():
@@ -359,6 +447,76 @@ def test_quick_run_writes_a_report(tmp_path):
             f"expected --replot to draw the figure again from {runs}, got {again.stderr!r}"
 
 
+def _bench(tmp_path, *args):
+    output = tmp_path / "BENCH.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--quick", "--no-install", "--duration", "0.1",
+         "--output", str(output), "--plots-dir", str(tmp_path / "plots"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    return output.read_text()
+
+
+def _brokers_of(text, section):
+    """The broker column of the table under ``## section``."""
+    part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [line.split(" | ")[1] for line in part.splitlines()
+            if line.startswith("| ") and not line.startswith("| ---")][1:]
+
+
+def test_an_older_revision_of_the_select_broker_gives_rows(tmp_path):
+    text = _bench(tmp_path, "--brokers", "select,select@HEAD", "--scenarios", "closed,window")
+    closed, window = _brokers_of(text, "Submit, closed loop"), _brokers_of(text, "Submit, window")
+    assert closed == ["select", "select@HEAD"] * 3, \
+        f"expected select and select@HEAD at each client count, got {closed}"
+    assert window == ["select", "select@HEAD"], f"expected both in the window, got {window}"
+    assert "failed" not in text, text
+    assert "**`select@HEAD`** is the select broker as it was at revision " in text
+
+
+def test_baseline_runs_in_the_closed_loop_and_cycle_only(tmp_path):
+    text = _bench(tmp_path, "--brokers", "select", "--baseline", "HEAD",
+                  "--scenarios", "window,cycle")
+    window, cycle = _brokers_of(text, "Submit, window"), _brokers_of(text, "Job cycle")
+    assert (window, cycle) == (["select"], ["select", "select@HEAD"]), \
+        f"expected select@HEAD in the cycle only, got window {window}, cycle {cycle}"
+    assert "additions since HEAD cost nothing measurable" in text and "failed" not in text, text
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--baseline", "no-such-revision-x"], "'no-such-revision-x' names no commit"),
+    (["--brokers", "beanstalkd@HEAD"], "unknown broker 'beanstalkd@HEAD'"),
+    (["--brokers", "select@"], "unknown broker 'select@'"),
+])
+def test_a_bad_revision_is_a_usage_error(args, expected):
+    result = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and expected in lines[-1] and "Traceback" not in result.stderr, \
+        f"expected exit 2 and {expected!r} on one line, got {result.returncode}: {result.stderr!r}"
+
+
+def test_profile_tables_give_time_per_call_and_calls_per_job():
+    import cProfile
+    import pstats
+
+    from tools.bench import profiling
+
+    def step():
+        return sum(range(100))
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(40):
+        step()
+    profiler.disable()
+    text = profiling._top(pstats.Stats(profiler), 2, ops=20)
+    header = text.splitlines()[0]
+    assert "calls/op" in header and "tottime µs/call" in header and "tottime µs/op" in header, header
+    row = next(line for line in text.splitlines() if "(step)" in line)
+    assert "| 40 | 2.000 |" in row, f"expected 40 calls = 2 per op for step(), got {row}"
+
+
 def test_saved_runs_load_back_with_their_spread(tmp_path):
     path = tmp_path / "runs.json"
     report.save_runs(_plot_rows(), PLOT_META, path)
@@ -376,3 +534,5 @@ def test_help():
     result = subprocess.run([sys.executable, "-m", "tools.bench", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert result.returncode == 0 and "--profile" in result.stdout and "--quick" in result.stdout
+    for needle in ("window", "--baseline", "select@REV", "select@3e03e1e"):
+        assert needle in result.stdout, f"expected {needle!r} in --help, got {result.stdout}"

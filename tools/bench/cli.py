@@ -13,18 +13,31 @@ from core.options import UsageParser, number_type
 
 from . import loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
-from .servers import ALL_BROKERS, ROOT, Broker, beanstalkd_version, find_beanstalkd, split_cpus
+from .servers import (ALL_BROKERS, OUR_BROKERS, ROOT, Broker, BrokerError, beanstalkd_version,
+                      find_beanstalkd, resolve_revision, split_cpus, split_revision)
 
 EPILOG = """\
 scenarios: closed (submit, closed loop: 1, 16, 256 clients), pipelined (batches
 of 100 per write; the same run gives the memory table, 1,000,000 waiting jobs),
-cycle (FETCH + DONE), dispatch (long-poll and polling latency), scaling (cycle
-with 100 / 1,000 / 10,000 idle connections), durable (sqlite store vs beanstalkd
--b -f 0). Every run is bounded in count and time, on 127.0.0.1 only.
+window (small reads: 4 connections each keep 100 submissions in flight; after
+each read of replies, at most 64 bytes, one write of as many new ones), cycle
+(FETCH + DONE), dispatch (long-poll and polling latency), scaling (cycle with
+100 / 1,000 / 10,000 idle connections), durable (sqlite store vs beanstalkd -b
+-f 0, 1 and 16 clients). Every run is bounded in count and time, on 127.0.0.1
+only.
+
+brokers: beanstalkd, select, threads, and for reference original (the original
+system's broker) and floor (a bare Python read-answer loop); select@REV is the
+select broker as it was at git revision REV (its tree exported with git archive
+into a temporary directory, started like select).
 
 examples:
   python3 -m tools.bench                      the full run (a few minutes)
-  python3 -m tools.bench --profile            ... plus the select broker's profile
+  python3 -m tools.bench --profile --baseline 3e03e1e
+                                              ... plus the select broker's profile,
+                                              and select@3e03e1e in closed and cycle
+                                              (the run BENCHMARKS.md comes from)
+  python3 -m tools.bench --scenarios closed,cycle --brokers select,select@HEAD~5
   python3 -m tools.bench --quick --output /tmp/b.md --plots-dir /tmp/plots
   python3 -m tools.bench --scenarios cycle,dispatch --brokers select,beanstalkd
   python3 -m tools.bench --replot             the PNGs again from benchmarks/runs.json
@@ -42,13 +55,20 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="tiny counts and short runs (a smoke test; numbers mean nothing)")
     parser.add_argument("--profile", action="store_true",
-                        help="also run the select broker under cProfile (pipelined submit, job "
-                             "cycle) and put its top functions in the report")
+                        help="also run the select broker under cProfile (closed loop with 1 "
+                             "and 16 clients, pipelined, window, job cycle) and put its top "
+                             "functions, with µs per call and calls per job, in the report")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; "
                              "memory is part of pipelined)")
     parser.add_argument("--brokers", default=",".join(ALL_BROKERS),
-                        help=f"comma-separated subset of {','.join(ALL_BROKERS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(ALL_BROKERS)}, and "
+                             "select@REV: the select broker at git revision REV, e.g. "
+                             "select@3e03e1e (default: all but select@REV)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run select@REV (the select broker at git revision REV) in "
+                             "the closed loop and the job cycle, for the target 'additions "
+                             "since REV cost nothing measurable' (default: none)")
     parser.add_argument("--duration", type=number_type(parse_seconds, positive=True, high=60),
                         help="seconds of each time-bounded run, at most 60 "
                              "(default 3, --quick 0.3)")
@@ -70,8 +90,32 @@ def parse_args(argv):
                         help="load average counted as quiet (default 1.0)")
     args = parser.parse_args(argv)
     args.scenario_list = _choose(args.scenarios, SCENARIOS, ALIASES, parser, "scenario")
-    args.broker_list = _choose(args.brokers, ALL_BROKERS, {}, parser, "broker")
+    revisions = [name for name in (part.strip() for part in args.brokers.split(","))
+                 if split_revision(name)[1] is not None]
+    args.baselines = []
+    if args.baseline is not None:
+        args.baselines = [f"select@{args.baseline}"]
+    for name in revisions + args.baselines:
+        flavour, revision = split_revision(name)
+        if flavour not in OUR_BROKERS or not revision:
+            parser.error(f"unknown broker {name!r}; a revision is given as "
+                         f"{'|'.join(OUR_BROKERS)}@REV, e.g. select@3e03e1e")
+        try:
+            resolve_revision(revision)
+        except ValueError as error:
+            parser.error(f"{name}: {error}")
+    args.baselines = [name for name in args.baselines if name not in revisions]
+    args.broker_list = _order(_choose(args.brokers, ALL_BROKERS + tuple(revisions), {}, parser,
+                                      "broker") + args.baselines)
     return args
+
+
+def _order(names):
+    """Each select@REV right after its flavour, the others in ALL_BROKERS order."""
+    def key(name):
+        flavour, revision = split_revision(name)
+        return (ALL_BROKERS.index(flavour), revision is not None)
+    return sorted(dict.fromkeys(names), key=key)
 
 
 def _choose(text, known, aliases, parser, what):
@@ -132,7 +176,18 @@ def main(argv=None):
         version = beanstalkd_version(path) if path else None
     brokers = [b for b in args.broker_list if b != "beanstalkd" or path]
 
-    bench = Bench(config, brokers, path, log)
+    bench = Bench(config, brokers, path, log, baselines=args.baselines)
+    revisions = {}                 # select@REV -> the commit's short hash
+    try:
+        for name in brokers:
+            revision = split_revision(name)[1]
+            if revision:
+                bench.checkout(revision)
+                revisions[name] = resolve_revision(revision)[:12]
+    except (BrokerError, ValueError) as error:
+        bench.close()
+        log(f"bench: {error}")
+        return 1
     log(f"bench: brokers {', '.join(brokers)}; scenarios {', '.join(args.scenario_list)}"
         f"{' (quick)' if args.quick else ''}")
     profiles = None
@@ -151,7 +206,8 @@ def main(argv=None):
     output = Path(args.output)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = procstat.machine_info()
-    plot_meta = {"machine": machine, "date": date, "quick": args.quick, "brokers": brokers}
+    plot_meta = {"machine": machine, "date": date, "quick": args.quick, "brokers": brokers,
+                 "revisions": revisions}
     Path(args.plots_dir).mkdir(parents=True, exist_ok=True)
     report.save_runs(bench.rows, plot_meta, Path(args.plots_dir) / report.RUNS_FILE)
     plots, plot_message = report.plot(bench.rows, args.plots_dir, brokers, plot_meta)
@@ -176,7 +232,12 @@ def main(argv=None):
         "params": {"duration": config.duration, "batch": config.batch, "depth": config.depth,
                    "jobs": config.pipelined_jobs, "prefill": config.cycle_prefill,
                    "workers": config.cycle_workers, "samples": config.dispatch_samples,
-                   "interval": config.polling_interval, "polls": config.polling_samples},
+                   "interval": config.polling_interval, "polls": config.polling_samples,
+                   "window_connections": config.window_connections,
+                   "window_in_flight": config.window_in_flight,
+                   "window_read": config.window_read, "window_jobs": config.window_jobs},
+        "revisions": revisions,
+        "baselines": args.baselines,
     }
     targets = report.evaluate_targets(bench.rows)
     text = report.render(bench.rows, meta, targets, profiles, plot_links, plot_message)

@@ -42,6 +42,7 @@ class Load:
     """What one load run did."""
 
     def __init__(self, ops=0, errors=0, latencies=None, elapsed=0.0, cpu=0.0, first_error=None):
+        self.extra = {}          # counts a load function reports beside these (summed by merge)
         self.ops = ops
         self.errors = errors
         self.latencies = latencies if latencies is not None else array("d")
@@ -56,6 +57,8 @@ class Load:
         self.elapsed = max(self.elapsed, other.elapsed)
         self.cpu += other.cpu
         self.first_error = self.first_error or other.first_error
+        for key, value in other.extra.items():
+            self.extra[key] = self.extra.get(key, 0) + value
         return self
 
     def __repr__(self):
@@ -311,6 +314,105 @@ def pipelined(socks, line, ok_prefix, batch, depth, max_ops, duration):
             conn[3] = got
     poller.close()
     return Load(ok, errors, latencies, now - start, own_cpu_seconds() - cpu0, first_error)
+
+
+# -- window: a fixed number of requests in flight, topped up per read -------------------
+
+def window(socks, line, ok_prefix, in_flight, max_ops, duration, read_size=RECV_SIZE):
+    """Each connection keeps ``in_flight`` requests outstanding: it starts with
+    ``in_flight`` writes of one request each, and after every read writes as many
+    new requests as complete replies it read (one write), until ``max_ops``
+    requests or ``duration`` seconds. Unlike :func:`pipelined` (fixed batches),
+    the writes are as small as the replies come back in, so the broker sees many
+    small reads. Latency: per write, written to the reply of its last request.
+
+    The returned Load's ``extra`` holds ``writes`` and ``reads`` (the generator's
+    sends and receives), so requests per write can be reported."""
+    cpu0 = own_cpu_seconds()
+    poller = select.epoll()
+    conns = {}
+    for sock in socks:
+        poller.register(sock.fileno(), EPOLLIN)
+        # [recv, sendall, writes in flight as (send time, requests this connection had
+        #  sent with it), replies counted, carried bytes]
+        conns[sock.fileno()] = [sock.recv, sock.sendall, deque(), 0, b""]
+    latencies = array("d")
+    record = latencies.append
+    ok = errors = sent = writes = reads = outstanding = 0
+    first_error = None
+    start = perf_counter()
+    deadline = start + duration
+    sent_by = dict.fromkeys(conns, 0)
+    for _ in range(in_flight):                 # one request per write to start with
+        for fd, conn in conns.items():
+            if sent >= max_ops:
+                break
+            conn[1](line)
+            sent += 1
+            writes += 1
+            outstanding += 1
+            sent_by[fd] += 1
+            conn[2].append((perf_counter(), sent_by[fd]))
+    last_progress = now = start
+    poll = poller.poll
+    while outstanding:
+        events = poll(1.0)
+        now = perf_counter()
+        if not events:
+            if now - last_progress > STALL_TIMEOUT:
+                first_error = first_error or f"broker stalled: {outstanding} replies missing"
+                errors += outstanding
+                break
+            continue
+        last_progress = now
+        for fd, _ in events:
+            conn = conns[fd]
+            data = conn[0](read_size)
+            reads += 1
+            if not data:
+                poller.unregister(fd)
+                lost = sent_by[fd] - conn[3]
+                outstanding -= lost
+                errors += lost
+                first_error = first_error or "broker closed a connection"
+                continue
+            if conn[4]:
+                data = conn[4] + data
+            cut = data.rfind(b"\n") + 1
+            if cut < len(data):
+                conn[4] = data[cut:]
+                data = data[:cut]
+            else:
+                conn[4] = b""
+            lines = data.count(b"\n")
+            if not lines:
+                continue
+            good = data.count(ok_prefix)
+            ok += good
+            if good != lines:
+                errors += lines - good
+                if first_error is None:
+                    for reply in data.split(b"\n"):
+                        if reply and not reply.startswith(ok_prefix):
+                            first_error = reply[:120].decode(errors="replace")
+                            break
+            outstanding -= lines
+            got = conn[3] = conn[3] + lines
+            pending = conn[2]
+            while pending and pending[0][1] <= got:
+                record(now - pending.popleft()[0])
+            more = min(lines, max_ops - sent)
+            if more > 0 and now < deadline:
+                conn[1](line * more)
+                sent += more
+                writes += 1
+                outstanding += more
+                sent_by[fd] += more
+                pending.append((perf_counter(), sent_by[fd]))
+    poller.close()
+    load = Load(ok, errors, latencies, now - start, own_cpu_seconds() - cpu0, first_error)
+    load.extra.update(writes=writes, reads=reads, sent=sent)
+    return load
 
 
 # -- job cycle: FETCH + DONE ------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""``--profile``: the select broker under cProfile, for the pipelined-submit and
-job-cycle scenarios, summarised as tables for BENCHMARKS.md.
+"""``--profile``: the select broker under cProfile, for the closed loop (1 and
+16 clients), pipelined submit, the window and the job cycle, summarised as
+tables for BENCHMARKS.md: each function's own time per call (µs) and calls per
+job, so the report can say where each microsecond of a job goes.
 
 The broker runs as ``python3 -m cProfile -o FILE -m impl_select.broker ...``
 and is stopped with SIGINT: it leaves its serve loop, ``main`` returns, and
@@ -18,23 +20,58 @@ from .scenarios import BIG_QUEUE
 from .servers import ROOT, BrokerError, OurBroker
 
 TOP = 15
+# Closed-loop profiles: at most this many jobs (the run's duration bounds them too).
+CLOSED_JOBS = {1: 30_000, 16: 200_000}
 
 
 def run(config, log=print):
-    """Profile both scenarios; returns [{title, summary, tottime, cumtime}]."""
+    """Profile each scenario; returns [{title, summary, tottime, cumtime}]."""
     results = []
     with tempfile.TemporaryDirectory(prefix="workq-profile-") as tmp:
+        for clients, cap in CLOSED_JOBS.items():
+            jobs = min(cap, config.closed_max_ops)
+            results.append(_profiled(
+                Path(tmp) / f"closed{clients}.prof",
+                f"Submit, closed loop, {clients} client{'s' * (clients != 1)} "
+                f"(up to {jobs:,} jobs or {config.duration:g} s)",
+                lambda broker, clients=clients, jobs=jobs: _closed(broker, config, clients, jobs),
+                log))
         jobs = min(config.pipelined_jobs, 500_000)
         results.append(_profiled(
             Path(tmp) / "pipelined.prof",
             f"Pipelined submit ({jobs:,} jobs, batches of {config.batch})",
             lambda broker: _pipelined(broker, config, jobs), log))
+        jobs = min(config.window_jobs, 500_000)
+        results.append(_profiled(
+            Path(tmp) / "window.prof",
+            f"Window submit ({config.window_connections} connections × "
+            f"{config.window_in_flight} in flight, up to {jobs:,} jobs or {config.duration:g} s)",
+            lambda broker: _window(broker, config, jobs), log))
         prefill = max(config.cycle_prefill // 3, 1000)
         results.append(_profiled(
             Path(tmp) / "cycle.prof",
             f"Job cycle ({config.cycle_workers} workers, FETCH + DONE, {prefill:,} jobs)",
             lambda broker: _cycle(broker, config, prefill), log))
     return results
+
+
+def _closed(broker, config, clients, jobs):
+    proto = broker.protocol
+    socks = loadgen.connect(broker.client, clients)
+    try:
+        return loadgen.closed_loop(socks, proto.submit(), proto.submit_ok, jobs, config.duration)
+    finally:
+        loadgen.close_all(socks)
+
+
+def _window(broker, config, jobs):
+    proto = broker.protocol
+    socks = loadgen.connect(broker.client, config.window_connections)
+    try:
+        return loadgen.window(socks, proto.submit(), proto.submit_ok, config.window_in_flight,
+                              jobs, config.duration, config.window_read)
+    finally:
+        loadgen.close_all(socks)
 
 
 def _pipelined(broker, config, jobs):
@@ -94,23 +131,29 @@ def _profiled(path, title, load, log):
         f"{stats.total_calls:,} function calls, {stats.total_tt:.2f} s profiled in all"
         + (" (the job-cycle profile includes submitting its prefill)" if "cycle" in path.name else "")
         + ".")
-    entry["tottime"] = _top(stats, 2)
-    entry["cumtime"] = _top(stats, 3)
+    entry["tottime"] = _top(stats, 2, result.ops)
+    entry["cumtime"] = _top(stats, 3, result.ops)
     log(f"  profile    {title}: {rate:,.0f}/s under cProfile, {clean}")
     return entry
 
 
-def _top(stats, column):
-    """The TOP functions by tottime (column 2) or cumtime (column 3), as a table."""
+def _top(stats, column, ops):
+    """The TOP functions by tottime (column 2) or cumtime (column 3), as a table,
+    with own time per call (µs), calls per operation and own time per operation
+    (µs; ``ops`` operations were measured; the cycle's include its prefill's
+    submissions, so its calls per op count those too)."""
     total = stats.total_tt or 1.0
+    ops = max(ops, 1)
     ordered = sorted((item for item in stats.stats.items() if not _wrapper(*item[0])),
                      key=lambda item: item[1][column], reverse=True)
     body = []
     for (filename, line, name), (cc, nc, tt, ct, _) in ordered[:TOP]:
         calls = f"{nc:,}" if cc == nc else f"{nc:,}/{cc:,}"
-        body.append([f"`{_where(filename, line, name)}`", calls, f"{tt:.3f}",
+        body.append([f"`{_where(filename, line, name)}`", calls, f"{nc / ops:.3f}",
+                     f"{tt / max(nc, 1) * 1e6:.2f}", f"{tt / ops * 1e6:.2f}", f"{tt:.3f}",
                      f"{tt / total * 100:.1f} %", f"{ct:.3f}", f"{ct / total * 100:.1f} %"])
-    return table(["function", "calls", "tottime s", "tottime %", "cumtime s", "cumtime %"], body)
+    return table(["function", "calls", "calls/op", "tottime µs/call", "tottime µs/op",
+                  "tottime s", "tottime %", "cumtime s", "cumtime %"], body)
 
 
 def _wrapper(filename, line, name):

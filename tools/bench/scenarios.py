@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import loadgen, procstat
-from .servers import FLOOR, ORIGINAL, REFERENCES, Beanstalkd, BrokerError, OriginalBroker, OurBroker
+from .servers import (FLOOR, ORIGINAL, Beanstalkd, BrokerError, OriginalBroker, OurBroker,
+                      RevisionBroker, export_revision, resolve_revision, split_revision)
 
 # Ours get room for the memory scenario's million jobs (the default is 1,000,000).
 BIG_QUEUE = ("--max-waiting", "2000000")
@@ -20,8 +21,12 @@ BIG_QUEUE = ("--max-waiting", "2000000")
 # scenarios of the CPU targets. The original has no long-poll and no store,
 # select.select() cannot hold 10,000 connections, and against pipelined writes
 # its reply-per-line sendall without TCP_NODELAY stalls on delayed ACKs (40 ms
-# per batch here); the floor has no protocol beyond these two scenarios.
-REFERENCE_SCENARIOS = {"closed", "cycle"}
+# per batch here); the floor has no protocol beyond submit and the cycle (and no
+# job table, so no memory row: it takes the window, not the pipelined run).
+REFERENCE_SCENARIOS = {ORIGINAL: {"closed", "cycle"}, FLOOR: {"closed", "cycle", "window"}}
+# Where a --baseline broker (select@REV) takes part: the scenarios of the
+# "additions cost nothing measurable" target.
+BASELINE_SCENARIOS = {"closed", "cycle"}
 
 
 @dataclass
@@ -36,6 +41,10 @@ class Config:
     pipelined_jobs: int = 1_000_000          # also the memory scenario's queue
     batch: int = 100                         # lines per write
     depth: int = 4                           # writes in flight
+    window_connections: int = 4              # window: connections ...
+    window_in_flight: int = 100              # ... each keeping this many requests in flight,
+    window_read: int = 64                    # ... reading replies this many bytes at a time
+    window_jobs: int = 1_000_000             # ... for at most this many jobs (or duration)
     cycle_workers: int = 16
     cycle_prefill: int = 200_000
     dispatch_samples: int = 200
@@ -53,7 +62,8 @@ class Config:
     @classmethod
     def quick(cls):
         return cls(duration=0.3, closed_connections=(1, 4, 8), closed_procs={8: 2},
-                   closed_max_ops=50_000, pipelined_jobs=5_000, cycle_prefill=3_000,
+                   closed_max_ops=50_000, pipelined_jobs=5_000, window_jobs=20_000,
+                   cycle_prefill=3_000,
                    rounds=1, dispatch_samples=10, polling_samples=2, idle_levels=(0, 10, 100),
                    durable_connections=(1, 4), run_cap=20.0)
 
@@ -104,6 +114,7 @@ class Row:
         self.ops, self.errors, self.elapsed = load.ops, load.errors, load.elapsed
         self.cpu, self.gen_cpu = cpu, load.cpu
         self.p50, self.p99 = percentiles(load.latencies)
+        self.extra.update(load.extra)
         if load.errors:
             self.note = _join(self.note, f"{load.errors} errors, first: {load.first_error}")
         return self
@@ -148,13 +159,18 @@ def _join(*parts):
 class Bench:
     """Runs scenarios against the brokers named in ``brokers``."""
 
-    def __init__(self, config, brokers, beanstalkd_path=None, log=print):
+    def __init__(self, config, brokers, beanstalkd_path=None, log=print, baselines=()):
+        """``brokers``: names of ALL_BROKERS and ``select@REV`` (our broker at git
+        revision REV); ``baselines``: those of them that run only in
+        BASELINE_SCENARIOS (the others run wherever their flavour does)."""
         self.config = config
         self.brokers = [b for b in brokers if b != "beanstalkd" or beanstalkd_path]
         self.beanstalkd_path = beanstalkd_path
         self.log = log
+        self.baselines = set(baselines)
         self.rows = []
         self.tmp = tempfile.TemporaryDirectory(prefix="workq-bench-")
+        self.checkouts = {}                 # revision -> its tree, exported once
 
     def close(self):
         self.tmp.cleanup()
@@ -166,11 +182,25 @@ class Bench:
             return Beanstalkd(self.beanstalkd_path, beanstalk)
         if name == ORIGINAL:
             return OriginalBroker()
+        _, revision = split_revision(name)
+        if revision:
+            return RevisionBroker(name, self.checkout(revision), ours)
         return OurBroker(name, () if name == FLOOR else ours)
+
+    def checkout(self, revision):
+        """The tree of git ``revision``, exported once per run into the temporary
+        directory (a note on every row says which commit it is)."""
+        if revision not in self.checkouts:
+            commit = resolve_revision(revision)
+            where = tempfile.mkdtemp(prefix=f"rev-{commit[:12]}-", dir=self.tmp.name)
+            self.checkouts[revision] = export_revision(commit, where)
+            self.log(f"bench: revision {revision} is commit {commit[:12]}, exported to {where}")
+        return self.checkouts[revision]
 
     def brokers_in(self, scenario):
         return [name for name in self.brokers
-                if name not in REFERENCES or scenario in REFERENCE_SCENARIOS]
+                if scenario in REFERENCE_SCENARIOS.get(name, (scenario,))
+                and (name not in self.baselines or scenario in BASELINE_SCENARIOS)]
 
     def measure(self, row, broker, address, connections, load, args, procs=1):
         """Connect, read the broker's CPU (and page faults), run ``load(socks, *args)``,
@@ -282,6 +312,25 @@ class Bench:
                 memory.note = row.note
             self.rows.append(memory)
             self.log(f"  {'memory':9} {memory.label:>13} {name:10} " + describe(memory))
+
+    def window(self):
+        """Small reads: ``window_connections`` connections each keep
+        ``window_in_flight`` submissions in flight, topping up after every read
+        of replies with one write of as many requests as replies came in."""
+        cfg = self.config
+
+        def body(broker, row):
+            proto = broker.protocol
+            self.measure(row, broker, broker.client, cfg.window_connections, loadgen.window,
+                         (proto.submit(), proto.submit_ok, cfg.window_in_flight,
+                          cfg.window_jobs, cfg.duration, cfg.window_read))
+            writes = row.extra.get("writes")
+            if writes:
+                row.extra["per_write"] = row.extra["sent"] / writes
+                row.note = _join(row.note, f"{row.extra['per_write']:.1f} requests per write")
+
+        self.in_turns("window", f"{cfg.window_connections} × {cfg.window_in_flight}",
+                      {"connections": cfg.window_connections}, body)
 
     def cycle(self):
         """Workers doing FETCH + DONE on a prefilled queue."""
@@ -418,7 +467,7 @@ class Bench:
                                  else "binlog, fsync every write (-f 0)")
 
 
-SCENARIOS = ("closed", "pipelined", "cycle", "dispatch", "scaling", "durable")
+SCENARIOS = ("closed", "pipelined", "window", "cycle", "dispatch", "scaling", "durable")
 ALIASES = {"memory": "pipelined", "submit": "closed"}
 
 

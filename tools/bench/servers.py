@@ -9,10 +9,12 @@ to a temporary file, so a chatty broker never blocks on a full pipe.
 import os
 import re
 import shutil
+import io
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +67,7 @@ class Broker:
     name = "?"
     protocol = None
     cpus = None          # CPUs every broker process is confined to (see split_cpus)
+    cwd = ROOT           # the directory it runs in (its packages are imported from there)
 
     def __init__(self):
         self.proc = None
@@ -80,7 +83,7 @@ class Broker:
         cpus = Broker.cpus
         # Set before exec, so every thread the broker starts stays on these CPUs too.
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._output,
+        self.proc = subprocess.Popen(argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self._output,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      preexec_fn=pin)
 
@@ -149,6 +152,66 @@ class OurBroker(Broker):
                 self.stop()
                 raise BrokerError(f"{' '.join(argv[1:])} did not start: {output.strip()[-500:]!r}")
             time.sleep(0.02)
+
+
+def split_revision(name):
+    """``"select@3e03e1e"`` -> ``("select", "3e03e1e")``; ``("select", None)`` for a plain name."""
+    flavour, at, revision = name.partition("@")
+    return flavour, (revision if at else None)
+
+
+def resolve_revision(revision, root=ROOT):
+    """The full commit hash ``revision`` (any git revision: hash, tag, ``HEAD~3``)
+    names in the repository at ``root``. Raises ValueError with a one-line reason
+    when git is missing or the revision names no commit."""
+    try:
+        found = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet",
+                                f"{revision}^{{commit}}"],
+                               capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ValueError(f"cannot run git to find revision {revision!r}: {error}") from None
+    if found.returncode != 0 or not found.stdout.strip():
+        raise ValueError(f"{revision!r} names no commit of {root}")
+    return found.stdout.strip()
+
+
+def export_revision(commit, into, root=ROOT):
+    """Extract the tree of ``commit`` into the directory ``into`` (``git archive``:
+    reads the repository, changes nothing in it, makes no worktree). Raises
+    BrokerError when git fails or the tree has no ``impl_select/broker.py``."""
+    try:
+        archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit],
+                                 capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BrokerError(f"git archive {commit}: {error}") from None
+    if archive.returncode != 0:
+        raise BrokerError(f"git archive {commit}: {archive.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        try:
+            tar.extractall(into, filter="data")
+        except TypeError:                   # Python before 3.10.12 / 3.11.4: no filters
+            tar.extractall(into)
+    if not (Path(into) / "impl_select" / "broker.py").exists():
+        raise BrokerError(f"revision {commit[:12]} has no impl_select/broker.py")
+    return Path(into)
+
+
+class RevisionBroker(OurBroker):
+    """One of our brokers as it was at an older revision (``select@REV``): the
+    same command line as :class:`OurBroker`, run in ``checkout`` (a tree from
+    :func:`export_revision`) with PYTHONPATH cleared, so every module it imports
+    is that revision's."""
+
+    def __init__(self, name, checkout, options=()):
+        flavour, _ = split_revision(name)
+        super().__init__(flavour, options)
+        self.name = name
+        self.cwd = Path(checkout)
+
+    def _spawn(self, argv, env=None):
+        env = dict(env if env is not None else os.environ)
+        env.pop("PYTHONPATH", None)
+        super()._spawn(argv, env)
 
 
 class OriginalBroker(Broker):
