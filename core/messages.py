@@ -11,7 +11,7 @@ from .framing import DEFAULT_MAX_LINE
 from .grammar import FORBIDDEN_BYTE, FORBIDDEN_CHAR, JOB_ID, MAX_ID_DIGITS
 
 __all__ = [
-    "Request", "chunk_is_plain", "NOT_IN_PLAIN_LINE", "parse_request", "RequestError", "parse_job_id",
+    "Request", "chunk_is_plain", "NOT_IN_ONE_PLAIN_LINE", "parse_request", "RequestError", "parse_job_id",
     "Reply", "parse_reply", "err", "LINE_LIMIT", "MAX_JOB_TEXT",
     "MAX_WORD", "has_overlong_word",
 ]
@@ -22,9 +22,10 @@ __all__ = [
 # that keeps its length has none).
 _UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
                         *range(0x7f, 0x100)])
-# The same and CR: a read that keeps its length is plain lines with bare LFs,
-# what the broker's fast path takes (BrokerCore.receive).
-NOT_IN_PLAIN_LINE = _UNPLAIN_BYTES + b"\r"
+# The same, CR and LF: a read ending in LF that loses only that byte when
+# these are deleted is one plain line, what the broker's fast path takes
+# (BrokerCore.receive).
+NOT_IN_ONE_PLAIN_LINE = _UNPLAIN_BYTES + b"\r\n"
 # The longest line every reader must accept (spec: framing, line_limit_bytes),
 # LF or CRLF excluded: brokers, workers and clients alike.
 LINE_LIMIT = DEFAULT_MAX_LINE
