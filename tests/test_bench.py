@@ -302,8 +302,8 @@ def test_additions_cost_nothing_measurable_within_spread_or_5_percent():
     assert verdict(_baseline_rows(10, 18))[0] == "**missed**", verdict(_baseline_rows(10, 18))
 
 
-def test_render_has_tables_machine_command_and_ratios():
-    meta = {"date": "2025-01-01 00:00 UTC", "command": "python3 -m tools.bench --quick",
+def _meta():
+    return {"date": "2025-01-01 00:00 UTC", "command": "python3 -m tools.bench --quick",
             "quick": True, "machine": procstat.machine_info(), "beanstalkd_version": "1.12",
             "beanstalkd_message": "found", "load_before": "0.1 / 0.1 / 0.1",
             "load_after": "0.2 / 0.2 / 0.2", "elapsed": 1.0,
@@ -312,6 +312,10 @@ def test_render_has_tables_machine_command_and_ratios():
                        "window_connections": 4, "window_in_flight": 100, "window_read": 64,
                        "window_jobs": 1000},
             "revisions": {"select@abc": "abc123"}, "baselines": ["select@abc"]}
+
+
+def test_render_has_tables_machine_command_and_ratios():
+    meta = _meta()
     failed = Row("closed", "256", "threads", note="failed; OSError: too many")
     text = report.render(_rows() + _baseline_rows(9.6, 20)[2:] + [failed], meta)
     assert "python3 -m tools.bench --quick" in text and "beanstalkd 1.12" in text
@@ -536,3 +540,20 @@ def test_help():
     assert result.returncode == 0 and "--profile" in result.stdout and "--quick" in result.stdout
     for needle in ("window", "--baseline", "select@REV", "select@3e03e1e"):
         assert needle in result.stdout, f"expected {needle!r} in --help, got {result.stdout}"
+
+
+def test_where_the_remaining_time_goes_adds_up_the_cores_steps():
+    """--profile's in-process timing of the core: every step and the floor's answer
+    cost something, and the report's section names the steps and their sum."""
+    from tools.bench import corecost
+    costs = corecost.measure(calls=200)
+    costs["store"] = corecost.measure_store(commits=20)
+    assert costs["store"]["sqlite"] > 0 and costs["store"]["append"] > 0, \
+        f"expected positive commit times, got {costs['store']}"
+    values = [ns for _, ns in costs["whole"]] + [ns for _, _, ns in costs["steps"]] \
+        + [costs["floor"], costs["call"]]
+    assert all(ns > 0 for ns in values), f"expected a positive cost for every step, got {costs}"
+    text = report.render(_rows(), _meta(), core_costs=costs)
+    assert "## Where the remaining time goes" in text and "**sum**" in text \
+        and "per job, " in text and "**Durable, one client.**" in text, \
+        f"expected the section with the steps' sum, got:\n{text}"

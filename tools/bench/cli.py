@@ -11,7 +11,7 @@ from pathlib import Path
 from core.grammar import parse_seconds
 from core.options import UsageParser, number_type
 
-from . import loadgen, procstat, profiling, report
+from . import corecost, loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
 from .servers import (ALL_BROKERS, OUR_BROKERS, ROOT, Broker, BrokerError, beanstalkd_version,
                       find_beanstalkd, resolve_revision, split_cpus, split_revision)
@@ -57,7 +57,10 @@ def parse_args(argv):
     parser.add_argument("--profile", action="store_true",
                         help="also run the select broker under cProfile (closed loop with 1 "
                              "and 16 clients, pipelined, window, job cycle) and put its top "
-                             "functions, with µs per call and calls per job, in the report")
+                             "functions, with µs per call and calls per job, in the report; "
+                             "then time the core's steps per request in process "
+                             "(tools/bench/corecost.py) for the report's \"where the remaining "
+                             "time goes\"")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; "
                              "memory is part of pipelined)")
@@ -190,7 +193,7 @@ def main(argv=None):
         return 1
     log(f"bench: brokers {', '.join(brokers)}; scenarios {', '.join(args.scenario_list)}"
         f"{' (quick)' if args.quick else ''}")
-    profiles = None
+    profiles = core_costs = None
     try:
         for scenario in args.scenario_list:
             log(f"bench: {scenario}")
@@ -198,6 +201,9 @@ def main(argv=None):
         if args.profile:
             log("bench: profile of the select broker")
             profiles = profiling.run(config, log)
+            log("bench: the core's steps, timed in process")
+            core_costs = corecost.measure()
+            core_costs["store"] = corecost.measure_store()
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
@@ -240,7 +246,8 @@ def main(argv=None):
         "baselines": args.baselines,
     }
     targets = report.evaluate_targets(bench.rows)
-    text = report.render(bench.rows, meta, targets, profiles, plot_links, plot_message)
+    text = report.render(bench.rows, meta, targets, profiles, plot_links, plot_message,
+                         core_costs)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     log(f"bench: wrote {output}" + "".join(f", {p}" for _, p in plots))

@@ -1,0 +1,148 @@
+"""Where the select broker's CPU per request goes beyond the floor's: the core's
+work, step by step, timed in process (``--profile``).
+
+The select broker's shell costs what the floor's loop costs: with the core
+replaced by a stub that answers every read with a constant reply, the select
+broker's CPU per job in the 16-client closed loop was the floor's (1.07 µs of
+user time each, 2026-11-30, this machine). What the select broker spends beyond
+the floor is therefore the core's work on each request, and this module times
+that work with ``timeit`` (the best of several repeats, in nanoseconds per
+call, the price of the Python call included), next to the floor's whole
+protocol work (``floor_broker.answer``). Each step is one the spec requires
+of every conformant broker; the report adds them up into the least a CPython
+broker of this design can pay per request.
+
+Not a load test: nothing is sent anywhere; a few seconds of one core.
+"""
+
+import timeit
+
+from core.broker import CLIENT, WORKER, BrokerCore
+from core.messages import NOT_IN_ONE_PLAIN_LINE
+
+from .floor_broker import answer as floor_answer
+from .protocols import PAYLOAD
+
+REPEATS = 5
+CALLS = 100_000
+
+JOB_LINE = b"JOB " + PAYLOAD + b"\n"
+
+
+def _best(fn, calls):
+    """Nanoseconds per call of ``fn()``: the best of REPEATS runs of ``calls`` calls."""
+    return min(timeit.repeat(fn, number=calls, repeat=REPEATS)) / calls * 1e9
+
+
+def _core():
+    """A broker core with room for every job these measurements submit."""
+    return BrokerCore(max_waiting=10 ** 9, max_memory=1 << 36)
+
+
+def measure(calls=CALLS):
+    """Time the core's per-request steps and the floor's answer, ``calls`` calls
+    per repeat (fewer: faster, noisier).
+
+    Returns {"whole": [(what, ns)], "steps": [(step, spec, ns)], "floor": ns,
+    "call": ns}: ``whole`` the core's complete handling of a JOB, a STATUS and a
+    FETCH + DONE pair (``BrokerCore.receive`` on one read each), ``steps`` the
+    parts of a JOB that the spec requires (with the spec section that requires
+    it), ``floor`` the floor's answer to a JOB, ``call`` an empty Python call.
+    """
+    core = _core()
+    client = core.open(CLIENT, 0.0)
+    end = len(JOB_LINE) - 1
+    whole = [("JOB (submit)", _best(lambda: core.receive(client, JOB_LINE, 1.0), calls)),
+             ("STATUS n", _best(lambda: core.receive(client, b"STATUS 7\n", 1.0), calls))]
+
+    cycle_core = _core()
+    submitter = cycle_core.open(CLIENT, 0.0)
+    for _ in range(calls * REPEATS + 1):
+        cycle_core.receive(submitter, JOB_LINE, 1.0)       # a job for every FETCH below
+    worker = cycle_core.open(WORKER, 0.0)
+    receive = cycle_core.receive
+
+    def fetch_done():
+        reply = receive(worker, b"FETCH\n", 1.0)
+        receive(worker, b"DONE %s\n" % reply[4:reply.index(b" ", 4)], 1.0)
+
+    sample = b"JOB 123456 " + PAYLOAD + b"\n"
+    harness = _best(lambda: b"DONE %s\n" % sample[4:sample.index(b" ", 4)], calls)
+    whole.append(("FETCH + DONE (one cycle)", _best(fetch_done, calls) - harness))
+
+    handlers = client.handlers
+    step_core = _core()
+    step_client = step_core.open(CLIENT, 0.0)
+    steps = [
+        ("one plain line: a single C pass deletes LF, CR and every forbidden byte",
+         "framing; grammar (BAD_CHAR)",
+         _best(lambda: data_is_one_plain_line(JOB_LINE, end), calls)),
+        ("command and argument: split at the first blank, upper-case the command, "
+         "look up its handler, trim the argument",
+         "commands (case-insensitive); client.job",
+         _best(lambda: split_and_dispatch(JOB_LINE, handlers), calls)),
+        ("the job itself: not empty, not too long, queue and byte budget, an id, "
+         "into the FIFO table",
+         "client.job; limits (QUEUE_FULL, JOB_TOO_LONG)",
+         _best(lambda: step_core._job(step_client, PAYLOAD, 1.0), calls)),
+        ("the reply: `ID n`", "client.job", _best(lambda: b"ID %d\n" % 123456, calls)),
+    ]
+    return {
+        "whole": whole,
+        "steps": steps,
+        "floor": _best(lambda: floor_answer(JOB_LINE, 123456), calls),
+        "call": _best(lambda: None, calls),
+    }
+
+
+def data_is_one_plain_line(data, end):
+    """The fast path's test (BrokerCore.receive), alone."""
+    return data[end] == 10 and len(data.translate(None, NOT_IN_ONE_PLAIN_LINE)) == end
+
+
+def split_and_dispatch(data, handlers):
+    """The fast path's split and handler lookup (BrokerCore.receive), alone."""
+    parts = data.split(None, 1)
+    return handlers.get(parts[0].upper()), parts[1].rstrip()
+
+
+def measure_store(commits=2000):
+    """Wall-clock µs per durable commit of one small job, the price a durable
+    broker pays per job when each job is its own commit (one client).
+
+    Returns {"sqlite": µs, "append": µs}: through ``shell.store.SqliteStore``
+    (what ``--store sqlite:`` does: WAL, synchronous=FULL) and as a bare append
+    of the same bytes plus ``fdatasync`` to a preallocated file (what
+    beanstalkd's binlog does at ``-f 0``), both in a temporary directory of the
+    default temporary file system, as the durable scenario uses.
+    """
+    import os
+    import tempfile
+    import time
+
+    from shell.store import SqliteStore
+
+    with tempfile.TemporaryDirectory(prefix="workq-corecost-") as where:
+        store = SqliteStore(os.path.join(where, "jobs.db"))
+        try:
+            started = time.perf_counter()
+            for job_id in range(1, commits + 1):
+                store.add(job_id, PAYLOAD)
+                store.sync()
+            sqlite = (time.perf_counter() - started) / commits * 1e6
+        finally:
+            store.close()
+        record = b"JOB %d %s\n" % (commits, PAYLOAD)
+        fd = os.open(os.path.join(where, "binlog"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, bytes(len(record) * (commits + 1)))   # preallocated and written once
+            os.fsync(fd)
+            os.lseek(fd, 0, os.SEEK_SET)
+            started = time.perf_counter()
+            for _ in range(commits):
+                os.write(fd, record)
+                os.fdatasync(fd)
+            append = (time.perf_counter() - started) / commits * 1e6
+        finally:
+            os.close(fd)
+    return {"sqlite": sqlite, "append": append}
