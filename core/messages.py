@@ -11,7 +11,8 @@ from .framing import DEFAULT_MAX_LINE
 from .grammar import FORBIDDEN_BYTE, FORBIDDEN_CHAR, JOB_ID, MAX_ID_DIGITS
 
 __all__ = [
-    "Request", "chunk_is_plain", "NOT_IN_ONE_PLAIN_LINE", "parse_request", "RequestError", "parse_job_id",
+    "Request", "chunk_is_plain", "NOT_IN_ONE_PLAIN_LINE", "parse_request", "RequestError",
+    "parse_job_id",
     "Reply", "parse_reply", "err", "LINE_LIMIT", "MAX_JOB_TEXT",
     "MAX_WORD", "has_overlong_word",
 ]

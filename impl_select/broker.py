@@ -15,8 +15,8 @@ chooses quiet connections to shed; they are closed and accepting goes on.
 The loop talks to ``select.epoll`` directly (``select.poll`` where there is no
 epoll) with a dict from descriptor to peer, not through ``selectors``: the
 selector's ``select()`` builds a key object list in Python for every wake-up,
-about 0.7 us per request of a broker that costs a few (BENCHMARKS.md,
-"Where the time goes"). Both report readiness in the same bits.
+about 0.7 us per request of a broker that costs a few (BENCHMARKS.md, "Where
+the remaining time goes"). Both report readiness in the same bits.
 """
 
 import errno
