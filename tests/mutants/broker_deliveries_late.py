@@ -6,7 +6,7 @@ import _mutant  # noqa: F401
 from impl_select.broker import SelectBroker
 
 _deliver_now = SelectBroker._deliver
-_timeout = SelectBroker._timeout
+_init = SelectBroker.__init__
 
 
 def _deliver(self):
@@ -15,17 +15,25 @@ def _deliver(self):
     self.core.deliveries.clear()
 
 
-def _timeout_after_late_deliveries(self, deadline):
-    late = self.__dict__.get("late")
-    if late:                                   # the end of the iteration: now send them
-        self.core.deliveries.extend(late)
-        late.clear()
-        _deliver_now(self)
-    return _timeout(self, deadline)
+def __init__(self, core, *args, **kwargs):
+    _init(self, core, *args, **kwargs)
+    next_deadline = core.next_deadline
+
+    def next_deadline_after_late_deliveries():
+        # serve() asks the core for its next deadline at the end of every iteration:
+        # only now are the held-back deliveries sent
+        late = self.__dict__.get("late")
+        if late:
+            core.deliveries.extend(late)
+            late.clear()
+            _deliver_now(self)
+        return next_deadline()
+
+    core.next_deadline = next_deadline_after_late_deliveries
 
 
 SelectBroker._deliver = _deliver
-SelectBroker._timeout = _timeout_after_late_deliveries
+SelectBroker.__init__ = __init__
 
 if __name__ == "__main__":
     _mutant.run_broker()
