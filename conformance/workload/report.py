@@ -163,8 +163,23 @@ def _plots(folder, events, verdict):
             ax.plot([], [], color=color, alpha=0.4, lw=8, label=kind)
 
     written = []
-    bars, lanes = _lanes(events)
     end = max((e["time"] for e in events), default=1.0)
+
+    def finish(fig, ax, name, title, ylabel=None, legend_y=-0.18):
+        """The time axis, labels and legend every plot shares; saved as ``name``."""
+        ax.set_xlim(0, end)
+        ax.set_xlabel("seconds since the run began")
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, legend_y), fontsize="small",
+                  ncol=9, frameon=False)
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, name), dpi=90)
+        plt.close(fig)
+        written.append(name)
+
+    bars, lanes = _lanes(events)
     fig, ax = plt.subplots(figsize=(12, 0.5 * len(lanes) + 2.6))
     shade(ax)
     cmap = plt.get_cmap("viridis")
@@ -178,15 +193,9 @@ def _plots(folder, events, verdict):
     if _anomaly_times(verdict):
         ax.plot([], [], color="red", lw=0.8, label="anomaly")
     ax.set_yticks(range(len(lanes)), lanes)
-    ax.set_xlim(0, end)
-    ax.set_xlabel("seconds since the run began")
-    ax.set_title("jobs held by each worker over time (colour: job id; shaded: faults)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize="small", ncol=9,
-              frameon=False)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, "timeline.png"), dpi=90)
-    plt.close(fig)
-    written.append("timeline.png")
+    finish(fig, ax, "timeline.png",
+           "jobs held by each worker over time (colour: job id; shaded: faults)",
+           legend_y=-0.1)
 
     latencies = []
     for invoke, result in Facts(events).ops:
@@ -207,16 +216,8 @@ def _plots(folder, events, verdict):
         ax.plot([k * width for k in keys], values, style, label=f"p{int(q * 100)}"
                 if q < 1 else "max")
     ax.set_yscale("log")
-    ax.set_xlim(0, end)
-    ax.set_xlabel("seconds since the run began")
-    ax.set_ylabel("JOB latency (ms)")
-    ax.set_title("JOB latency quantiles per 0.5 s (shaded: faults)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small", ncol=9,
-              frameon=False)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, "latency.png"), dpi=90)
-    plt.close(fig)
-    written.append("latency.png")
+    finish(fig, ax, "latency.png", "JOB latency quantiles per 0.5 s (shaded: faults)",
+           "JOB latency (ms)")
 
     completed = Facts(events).completed_at()
     acked = Counter(int(t / width) for t, _ in latencies)
@@ -226,16 +227,7 @@ def _plots(folder, events, verdict):
     span = range(int(end / width) + 1)
     ax.plot([k * width for k in span], [acked[k] / width for k in span], label="acknowledged")
     ax.plot([k * width for k in span], [done[k] / width for k in span], label="completed (seen)")
-    ax.set_xlim(0, end)
-    ax.set_xlabel("seconds since the run began")
-    ax.set_ylabel("jobs per second")
-    ax.set_title("throughput (shaded: faults)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize="small", ncol=9,
-              frameon=False)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, "throughput.png"), dpi=90)
-    plt.close(fig)
-    written.append("throughput.png")
+    finish(fig, ax, "throughput.png", "throughput (shaded: faults)", "jobs per second")
     return written, ""
 
 
