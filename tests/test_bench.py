@@ -215,6 +215,20 @@ def test_reference_brokers_take_the_closed_loop_and_the_cycle(make):
             loadgen.close_all(workers)
 
 
+def test_durable_floor_answers_only_what_its_journal_holds(tmp_path):
+    journal = tmp_path / "journal"
+    with OurBroker("floor", ("--journal", str(journal))).start() as server:
+        socks = loadgen.connect(server.client, 2)
+        try:
+            load = loadgen.closed_loop(socks, Workq.submit(), Workq.submit_ok, 20, 30)
+            assert (load.ops, load.errors) == (20, 0), load
+        finally:
+            loadgen.close_all(socks)
+        held = journal.read_bytes().rstrip(b"\0")
+    assert held.count(Workq.submit()) == 20, \
+        f"expected the 20 answered requests in the journal, found {held.count(Workq.submit())}"
+
+
 # -- report ------------------------------------------------------------------------------
 
 def _row(scenario, label, broker, ops, elapsed, cpu, **extra):
@@ -261,6 +275,19 @@ def test_target_verdicts():
                     "not measured"}
     got = {target: verdicts.get(target) for target in expected}
     assert got == expected, f"expected verdicts {expected}, got {got}"
+
+
+def test_targets_below_the_floor_are_called_out_of_reach():
+    rows = _rows() + [_row("durable", "1", "floor", 4_000, 1.0, 0.4, connections=1)]
+    rows = [r for r in rows if not (r.scenario == "closed" and r.broker == "floor"
+                                    and r.extra["connections"] == 1)]
+    rows.append(_row("closed", "1", "floor", 10_000, 2.0, 0.33, connections=1))  # 1.1x beanstalkd
+    said = {target: reference for target, _, reference, _ in report.evaluate_targets(rows)}
+    for target, needle in ((CLOSED_1, "the floor alone is 1.10× beanstalkd, out of reach"),
+                           (DURABLE_1, "bare journal 4,000 jobs/s = 0.80×, out of reach")):
+        assert needle in said[target], f"expected {needle!r} for {target!r}, got {said[target]!r}"
+    assert "out of reach" not in said[CLOSED_16], \
+        f"expected no out-of-reach remark where the floor is below beanstalkd, got {said[CLOSED_16]!r}"
 
 
 def test_a_cpu_target_needs_the_floor_too():

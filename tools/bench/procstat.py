@@ -26,9 +26,11 @@ def cpu_seconds(pid):
 
 
 def snapshot(pid):
-    """(CPU seconds, minor page faults) of process ``pid`` so far."""
+    """(CPU seconds, minor page faults, system CPU seconds) of process ``pid`` so
+    far (proc(5): utime, stime, minflt are fields 14, 15, 10)."""
     fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, int(fields[7])   # minflt: field 10
+    system = int(fields[12]) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS + system, int(fields[7]), system
 
 
 def status_field(pid, name):

@@ -22,8 +22,11 @@ BIG_QUEUE = ("--max-waiting", "2000000")
 # select.select() cannot hold 10,000 connections, and against pipelined writes
 # its reply-per-line sendall without TCP_NODELAY stalls on delayed ACKs (40 ms
 # per batch here); the floor has no protocol beyond submit and the cycle (and no
-# job table, so no memory row: it takes the window, not the pipelined run).
-REFERENCE_SCENARIOS = {ORIGINAL: {"closed", "cycle"}, FLOOR: {"closed", "cycle", "window"}}
+# job table, so no memory row: it takes the window, not the pipelined run). In
+# the durable scenario the floor commits each wake-up's reads to a bare journal
+# (--journal): the least a durable CPython broker pays.
+REFERENCE_SCENARIOS = {ORIGINAL: {"closed", "cycle"},
+                       FLOOR: {"closed", "cycle", "window", "durable"}}
 # Where a --baseline broker (select@REV) takes part: the scenarios of the
 # "additions cost nothing measurable" target.
 BASELINE_SCENARIOS = {"closed", "cycle"}
@@ -177,7 +180,7 @@ class Bench:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def make(self, name, ours=(), beanstalk=()):
+    def make(self, name, ours=(), beanstalk=(), floor=()):
         if name == "beanstalkd":
             return Beanstalkd(self.beanstalkd_path, beanstalk)
         if name == ORIGINAL:
@@ -185,7 +188,7 @@ class Bench:
         _, revision = split_revision(name)
         if revision:
             return RevisionBroker(name, self.checkout(revision), ours)
-        return OurBroker(name, () if name == FLOOR else ours)
+        return OurBroker(name, floor if name == FLOOR else ours)
 
     def checkout(self, revision):
         """The tree of git ``revision``, exported once per run into the temporary
@@ -223,6 +226,7 @@ class Bench:
             finally:
                 loadgen.close_all(socks)
         row.faults = after[1] - before[1]
+        row.extra["system_cpu"] = after[2] - before[2]    # of row.cpu: the kernel's share
         return row.fill(result, after[0] - before[0])
 
     def in_turns(self, scenario, label, extra, body):
@@ -455,7 +459,7 @@ class Bench:
                           extra={"connections": connections})
                 where = tempfile.mkdtemp(prefix=f"{name}-{connections}-", dir=self.tmp.name)
                 broker = self.make(name, ("--store", f"sqlite:{where}/jobs.db", *BIG_QUEUE),
-                                   ("-b", where, "-f", "0"))
+                                   ("-b", where, "-f", "0"), ("--journal", f"{where}/journal"))
 
                 def body(broker, row=row, connections=connections):
                     proto = broker.protocol
@@ -463,9 +467,11 @@ class Bench:
                                  (proto.submit(), proto.submit_ok, cfg.closed_max_ops, cfg.duration))
 
                 self.run_one(row, broker, body)
-                row.note = _join(row.note, "sqlite WAL, synchronous=FULL" if name != "beanstalkd"
-                                 else "binlog, fsync every write (-f 0)")
+                row.note = _join(row.note, DURABLE_NOTES.get(name, "sqlite WAL, synchronous=FULL"))
 
+
+DURABLE_NOTES = {"beanstalkd": "binlog, fsync every write (-f 0)",
+                 FLOOR: "bare journal: one pwrite + fdatasync per wake-up"}
 
 SCENARIOS = ("closed", "pipelined", "window", "cycle", "dispatch", "scaling", "durable")
 ALIASES = {"memory": "pipelined", "submit": "closed"}
