@@ -27,7 +27,8 @@ each read of replies, at most 64 bytes, one write of as many new ones), cycle
 only.
 
 brokers: beanstalkd, select, threads, and for reference original (the original
-system's broker) and floor (a bare Python read-answer loop); select@REV is the
+system's broker), floor (a bare Python read-answer loop) and shell (the select
+broker with the floor's answer in place of its core's); select@REV is the
 select broker as it was at git revision REV (its tree exported with git archive
 into a temporary directory, started like select).
 

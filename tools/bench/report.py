@@ -334,26 +334,38 @@ def _remaining_time(rows, costs):
             ("closed", {"connections": 256}, "closed loop, 256 clients", 1, "JOB (submit)"),
             ("cycle", {"idle": 0}, "job cycle, 16 workers", 2, "FETCH + DONE (one cycle)")):
         found = {name: find(rows, scenario, name, **extra)
-                 for name in ("select", "floor", "beanstalkd")}
+                 for name in ("select", "shell", "floor", "beanstalkd")}
         per_op = {name: row.cpu_per_op if row is not None and row.ok else None
                   for name, row in found.items()}
         if per_op["select"] is None or per_op["floor"] is None:
             continue
-        measured = (per_op["select"] - per_op["floor"]) / requests
+
+        def excess(high, low):
+            """ns per request of broker ``high`` beyond ``low``; "–" unmeasured."""
+            if per_op[high] is None or per_op[low] is None:
+                return "–"
+            return f"{(per_op[high] - per_op[low]) / requests * 1e9:,.0f}"
+
         own = (core_ns[core] - requests * floor_ns) / requests if core in core_ns else None
-        body.append([label, fmt_us(per_op["select"]), fmt_us(per_op["floor"]),
+        body.append([label, fmt_us(per_op["select"]),
+                     fmt_us(per_op["shell"]) if per_op["shell"] else "–",
+                     fmt_us(per_op["floor"]),
                      fmt_ratio(ratio(per_op["select"], per_op["floor"])),
-                     f"{measured * 1e9:,.0f}", "–" if own is None else f"{own:,.0f}",
+                     fmt_ratio(ratio(per_op["shell"], per_op["floor"])) if per_op["shell"] else "–",
+                     excess("select", "floor"), excess("shell", "floor"), excess("select", "shell"),
+                     "–" if own is None else f"{own:,.0f}",
                      fmt_us(per_op["beanstalkd"]) if per_op["beanstalkd"] else "–"])
     if body:
         out.append("What the select broker costs beyond the floor in this run, per operation "
-                   "(a job, or a FETCH + DONE cycle of two requests) and per request; beside "
-                   "it, for comparison, the core's own excess over the floor's answer, timed in "
-                   "process (below), which a warm cache gives; where the run's excess is larger "
-                   "(one client, 256 clients), the text below says why.\n")
-        out.append(table(["scenario", "select µs/op", "floor µs/op", "select / floor",
-                          "excess ns per request", "core's excess ns per request (in process)",
-                          "beanstalkd µs/op"], body) + "\n")
+                   "(a job, or a FETCH + DONE cycle of two requests) and per request, split by "
+                   "the shell (the select broker with the floor's answer in place of its core's, "
+                   "`tools/bench/shell_broker.py`) into the shell's part (shell − floor) and the "
+                   "core's (select − shell); beside them, the core's own excess over the floor's "
+                   "answer timed in process (below), which a warm cache gives.\n")
+        out.append(table(["scenario", "select µs/op", "shell µs/op", "floor µs/op",
+                          "select / floor", "shell / floor", "select − floor ns/request",
+                          "shell − floor ns/request", "select − shell ns/request",
+                          "core − floor in process ns/request", "beanstalkd µs/op"], body) + "\n")
     call_ns = costs["call"]
     out.append("The core's work per request, timed in process (`tools/bench/corecost.py`, "
                "best of 5 × 100,000 calls, ns per call with the Python call included; an empty "
@@ -366,40 +378,82 @@ def _remaining_time(rows, costs):
                      [[step, spec, f"{ns:,.0f}"] for step, spec, ns in costs["steps"]]
                      + [["**sum**", "", f"**{steps_ns:,.0f}**"]]) + "\n")
     job_ns = costs["whole"][0][1]
-    text = (f"**Why the rest stays.** The select broker's shell costs what the floor's loop "
-            f"costs (measured once, 2026-11-30 on this machine: with the core replaced by a "
-            f"stub answering a constant reply, both spent 1.07 µs of user time per job in the "
-            f"16-client closed loop), so its excess over "
-            f"the floor is the core's: {job_ns:,.0f} ns per `JOB` against the floor's "
-            f"{floor_ns:,.0f} ns. The steps above are what the spec asks of every broker (one "
-            f"line, no forbidden byte, a case-insensitive command, a trimmed argument, the "
-            f"queue limit and byte budget, a FIFO table, the reply), each already a single C "
-            f"call or a few attribute updates; in CPython each costs at least a call and its "
-            f"arguments, and together they come to {steps_ns:,.0f} ns, "
-            f"{job_ns - steps_ns:,.0f} ns short of the whole (the conditions that choose the "
-            f"fast path). A broker of this design that does them cannot cost less than the "
-            f"floor plus {steps_ns - floor_ns:,.0f} ns per request")
-    floor16 = find(rows, "closed", "floor", connections=16)
-    if floor16 is not None and floor16.ok and floor16.cpu_per_op:
-        least = floor16.cpu_per_op + (steps_ns - floor_ns) / 1e9
+    closed = {(name, clients): find(rows, "closed", name, connections=clients)
+              for name in ("select", "shell", "floor", "beanstalkd") for clients in (1, 16, 256)}
+
+    def per_request(name, clients):
+        row = closed[name, clients]
+        return row.cpu_per_op if _ok_rows(row) else None
+
+    def gap_ns(high, low, clients):
+        return (per_request(high, clients) - per_request(low, clients)) * 1e9
+
+    split = [clients for clients in (16, 256)
+             if all(per_request(name, clients) for name in ("select", "shell", "floor"))]
+    if split:
+        text = ("**Why the rest stays.** The select broker's shell costs what the floor's loop "
+                "costs: in this run the shell (select with the floor's answer in place of its "
+                "core's) cost " + " and ".join(
+                    f"{fmt_ratio(ratio(per_request('shell', c), per_request('floor', c)))} the "
+                    f"floor with {c} clients" for c in split)
+                + ", so select's excess over the floor is the core's work: " + ", ".join(
+                    f"{gap_ns('select', 'shell', c):,.0f} ns per request with {c} clients"
+                    for c in split)
+                + f", against {job_ns - floor_ns:,.0f} ns per `JOB` beyond the floor's answer "
+                  f"in process ({job_ns:,.0f} against {floor_ns:,.0f} ns).")
+    else:
+        text = ("**Why the rest stays.** Without the shell's rows in this run, the split "
+                "between the select broker's loop and its core is not measured here; the "
+                f"core's work costs {job_ns:,.0f} ns per `JOB` in process against the "
+                f"floor's {floor_ns:,.0f} ns.")
+    text += (f" The steps above are what the spec asks of every broker (one "
+             f"line, no forbidden byte, a case-insensitive command, a trimmed argument, the "
+             f"queue limit and byte budget, a FIFO table, the reply), each already a single C "
+             f"call or a few attribute updates; in CPython each costs at least a call and its "
+             f"arguments, and together they come to {steps_ns:,.0f} ns, "
+             f"{job_ns - steps_ns:,.0f} ns short of the whole (the conditions that choose the "
+             f"fast path). A broker of this design that does them cannot cost less than the "
+             f"floor plus {steps_ns - floor_ns:,.0f} ns per request")
+    if per_request("floor", 16):
+        least = per_request("floor", 16) + (steps_ns - floor_ns) / 1e9
         text += (f": in the 16-client closed loop of this run, {fmt_us(least)} µs per job, "
-                 f"{least / floor16.cpu_per_op:.2f}× the floor. With 256 clients the excess "
-                 f"per request grows (the table above): each request touches one of 256 "
-                 f"connections' state (peer, connection, framer), colder in the cache than one "
-                 f"of 16, where the floor keeps only a socket")
+                 f"{least / per_request('floor', 16):.2f}× the floor")
+    if split == [16, 256]:
+        text += (f". From 16 clients to 256 the core's part changes by "
+                 f"{gap_ns('select', 'shell', 256) - gap_ns('select', 'shell', 16):+,.0f} ns "
+                 f"per request and the shell's by "
+                 f"{gap_ns('shell', 'floor', 256) - gap_ns('shell', 'floor', 16):+,.0f} ns "
+                 "(each run's spread is in the closed loop's notes). Where the core's part grows, "
+                 "the likely cause is the cache: the core reads a connection's state (its role's handlers, its partial-line and "
+                 "waiting-fetch marks) and appends to the job table, and with 256 connections "
+                 "less of that stays in the cache between two requests of one connection than "
+                 "with 16, which the in-process timing (one warm connection) does not see "
+                 "(inferred: this virtual machine exposes no hardware counters to count the "
+                 "misses)")
     out.append(text + ". Beyond that lie only changes of design: a broker in C (beanstalkd), "
                "or one that answers without checking what the spec requires.\n")
-    out.append("**One client.** With one client in the closed loop, every request wakes the "
-               "broker from sleep, and the kernel's work for the wake-up, the read and the send "
-               "(about 22 µs of system time here, the same for every broker) dominates. What is "
-               "left is the user time of a process whose caches went cold while it slept: a "
-               "CPython interpreter pays for each line of bytecode and each object it touches "
-               "afresh, so the core's excess per request is larger there than with 16 clients "
-               "(see the table above; measured once with the broker pinned: 7-8 µs of user time "
-               "per request for select, 5-6 µs for the floor, against 2.1 and 1.2 µs with 16 "
-               "clients). beanstalkd, in C, touches far less and costs about what the floor "
-               "costs there, or less; a CPython broker that does the spec's work cannot match "
-               "it at one client.\n")
+    one = {name: closed[name, 1] for name in ("select", "shell", "floor", "beanstalkd")}
+    if _ok_rows(one["select"]) and _ok_rows(one["floor"]) and _ok_rows(one["beanstalkd"]):
+        text = ("**One client.** With one client in the closed loop, every request wakes the "
+                "broker from sleep, and the kernel's work for the wake-up, the read and the "
+                "send dominates. Per job in this run: beanstalkd " + _per_job(one["beanstalkd"])
+                + ", the floor " + _per_job(one["floor"])
+                + (", the shell " + _per_job(one["shell"]) if _ok_rows(one["shell"]) else "")
+                + ", select " + _per_job(one["select"]) + ".")
+        floor_over = one["floor"].cpu_per_op - one["beanstalkd"].cpu_per_op
+        if floor_over > 0:
+            text += (f" The floor, which checks nothing, already costs {fmt_us(floor_over)} µs "
+                     "more than beanstalkd: no CPython broker of this design reaches "
+                     "beanstalkd at one client.")
+        else:
+            text += (f" The floor, which checks nothing, costs {fmt_us(-floor_over)} µs less "
+                     f"than beanstalkd, and the spec's steps alone cost "
+                     f"{(steps_ns - floor_ns) / 1000:.2f} µs more than the floor's answer with a "
+                     "warm cache (more after each sleep, when the interpreter's caches are "
+                     "cold): a CPython broker doing the spec's work has "
+                     + ("no" if (steps_ns - floor_ns) / 1e9 > -floor_over else "little")
+                     + " room left to reach beanstalkd at one client.")
+        out.append(text + "\n")
     durable = _durable_one_client(rows, costs.get("store"))
     if durable:
         out.append(durable + "\n")

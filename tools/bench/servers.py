@@ -37,7 +37,11 @@ ORIGINAL_SCRIPT = ROOT / "tests" / "original" / "workQueue.py"
 # A Python loop that only reads and answers (tools/bench/floor_broker.py): the
 # least any CPython broker of this design costs, for reference.
 FLOOR = "floor"
-REFERENCES = (ORIGINAL, FLOOR)
+# The select broker with the floor's answer in place of its core's
+# (tools/bench/shell_broker.py): what the shell alone costs, for reference.
+SHELL = "shell"
+REFERENCES = (ORIGINAL, FLOOR, SHELL)
+MODULES = {FLOOR: "tools.bench.floor_broker", SHELL: "tools.bench.shell_broker"}
 ALL_BROKERS = ("beanstalkd",) + OUR_BROKERS + REFERENCES
 
 
@@ -122,7 +126,8 @@ class Broker:
 
 class OurBroker(Broker):
     """``python3 -m impl_<flavour>.broker 0 0 [options]``, optionally under cProfile
-    (or the floor loop, ``tools.bench.floor_broker``, which takes no options)."""
+    (or a reference of MODULES: the floor loop, whose only option is
+    ``--journal PATH``, or the shell, which takes select's)."""
 
     protocol = Workq
 
@@ -132,7 +137,7 @@ class OurBroker(Broker):
         self.flavour = flavour
         self.options = list(options)
         self.profile_to = profile_to
-        self.module = "tools.bench.floor_broker" if flavour == FLOOR else f"impl_{flavour}.broker"
+        self.module = MODULES.get(flavour, f"impl_{flavour}.broker")
 
     def start(self):
         module = self.module
