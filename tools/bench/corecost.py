@@ -1,12 +1,11 @@
 """Where the select broker's CPU per request goes beyond the floor's: the core's
 work, step by step, timed in process (``--profile``).
 
-The select broker's shell costs what the floor's loop costs: with the core
-replaced by a stub that answers every read with a constant reply, the select
-broker's CPU per job in the 16-client closed loop was the floor's (1.07 µs of
-user time each, 2026-11-30, this machine). What the select broker spends beyond
-the floor is therefore the core's work on each request, and this module times
-that work with ``timeit`` (the best of several repeats, in nanoseconds per
+The select broker's shell costs what the floor's loop costs: the bench measures
+it in every run as the ``shell`` (tools/bench/shell_broker.py: the select
+broker with the floor's answer in place of its core's). What the select broker
+spends beyond the shell is therefore the core's work on each request, and this
+module times that work with ``timeit`` (the best of several repeats, in nanoseconds per
 call, the price of the Python call included), next to the floor's whole
 protocol work (``floor_broker.answer``). Each step is one the spec requires
 of every conformant broker; the report adds them up into the least a CPython
