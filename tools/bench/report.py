@@ -586,6 +586,12 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None,
             "tuning the protocol code. In the durable scenario it writes each wake-up's "
             "requests to a preallocated journal with one `pwrite` and one `fdatasync` before "
             "answering (`--journal`): the least a durable CPython broker pays.\n")
+    if any(row.broker == "shell" for row in rows):
+        add("**`shell`** is not a broker either: the select broker (its loop, peers and output "
+            "buffers) with the floor's answer in place of its core's "
+            "(`tools/bench/shell_broker.py`), in the closed loop and the job cycle. Between "
+            "the floor and select, it shows which part of select's excess is the loop's and "
+            "which the protocol's work (\"Where the remaining time goes\").\n")
 
     add("## Targets (select broker)\n")
     add(TARGETS_INTRO + "\n")
@@ -713,11 +719,13 @@ CHARTS = [
 ]
 
 # What a reader of a figure needs to know about the brokers that are not brokers
-# (floor) or not ours (original, beanstalkd); the same words as BENCHMARKS.md.
+# (floor, shell) or not ours (original, beanstalkd); the same words as BENCHMARKS.md.
 BROKER_NOTES = {
     "floor": "floor = not a broker: a raw epoll loop in Python that only reads a request and "
              "answers it (no parsing, no job table, no checks); the least any CPython broker of "
              "this design can cost (durable: plus one pwrite + fdatasync per wake-up).",
+    "shell": "shell = not a broker: the select broker with the floor's answer in place of its "
+             "core's; what select's loop costs without the protocol's work.",
     "original": "original = the original system's broker (tests/original/workQueue.py), the "
                 "baseline to beat.",
     "beanstalkd": "beanstalkd = the C work queue the targets compare against.",
@@ -763,7 +771,7 @@ def figure_notes(brokers, meta, chosen_how="the median of its runs"):
     notes = [f"Bar: each broker's reported run ({chosen_how}, as in BENCHMARKS.md); whisker: "
              "lowest to highest of its runs (none: a single run). Levels are categories, "
              "not a scale."]
-    notes += [BROKER_NOTES[b] for b in ("floor", "original", "beanstalkd") if b in brokers]
+    notes += [BROKER_NOTES[b] for b in ("floor", "shell", "original", "beanstalkd") if b in brokers]
     revisions = meta.get("revisions") or {}
     notes += [f"{b} = the select broker as it was at revision "
               f"{revisions.get(b, b.partition('@')[2])}, the before of a before-and-after."
