@@ -3,6 +3,7 @@
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -163,6 +164,11 @@ def main(argv=None):
     if args.duration is not None:
         config.duration = args.duration
     started = time.monotonic()
+    # A bench started in the background (nohup, &) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the floor and the original, which
+    # stop on SIGINT's KeyboardInterrupt, then sat out STOP_TIMEOUT on every run
+    # (15 s each). A handler here is reset to the default in every child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Brokers inherit it: beanstalkd, too, must be able to hold 10,000 idle connections.
     loadgen.raise_nofile(1 << 20)
     split = split_cpus()
