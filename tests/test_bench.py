@@ -201,9 +201,8 @@ def test_reference_brokers_take_the_closed_loop_and_the_cycle(make):
         try:
             load = loadgen.closed_loop(socks, Workq.submit(), Workq.submit_ok, 20, 30)
             assert (load.ops, load.errors) == (20, 0), load
-            if server.name != "shell":              # the bench runs the shell in these two only
-                load = loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 50, 2, 300, 30)
-                assert (load.ops, load.errors) == (300, 0), load
+            load = loadgen.pipelined(socks, Workq.submit(), Workq.submit_ok, 50, 2, 300, 30)
+            assert (load.ops, load.errors) == (300, 0), load
             if server.name == "floor":              # the bench runs the floor in the window too
                 load = loadgen.window(socks, Workq.submit(), Workq.submit_ok, 20, 300, 30, 64)
                 assert (load.ops, load.errors) == (300, 0), load

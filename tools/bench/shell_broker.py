@@ -8,9 +8,7 @@ the job table). Measured beside the floor and select in the same run, it splits
 select's excess over the floor into the shell's part (shell - floor) and the
 core's (select - shell), per client count: where the remaining time goes.
 
-Not a broker: it keeps no jobs, checks nothing and answers each read as one
-line (the closed loop and the job cycle, where the bench runs it, write one
-request at a time); bench use only.
+Not a broker: it keeps no jobs and checks nothing; bench use only.
 
     python3 -m tools.bench.shell_broker CLIENT_PORT WORKER_PORT     (0: any free port)
 """
@@ -23,11 +21,23 @@ from impl_select import broker as select_broker
 from .floor_broker import answer
 
 
+# Connection -> the unfinished line its last read ended with (reads of many
+# lines: the job cycle's prefill pipelines its JOBs).
+_partial = {}
+
+
 def stub_receive(core, conn, data, now=0.0):
-    """BrokerCore.receive's stand-in: the floor's answer to the read, numbered
-    like the floor's (one counter for every connection)."""
-    core.stub_counter += 1
-    return answer(data, core.stub_counter)
+    """BrokerCore.receive's stand-in: the floor's answer to each line of the read,
+    numbered like the floor's (one counter for every connection); a one-line
+    read, the measured case, takes the floor's own shortcut."""
+    counter = core.stub_counter = core.stub_counter + 1
+    if data[-1] == 10 and data.find(b"\n") == len(data) - 1 and conn not in _partial:
+        return answer(data, counter)
+    lines = (_partial.pop(conn, b"") + data).split(b"\n")
+    if lines[-1]:
+        _partial[conn] = lines[-1]
+    core.stub_counter += len(lines)
+    return b"".join(answer(line, counter + n) for n, line in enumerate(lines[:-1]))
 
 
 def main(argv=None):
