@@ -567,6 +567,21 @@ def test_remaining_time_splits_select_by_the_shell():
         assert needle in text, f"expected {needle!r} in the section, got:\n{text}"
 
 
+def test_remaining_time_takes_least_runs_and_states_their_spread():
+    """The split uses each broker's least run (a neighbour's load only adds) and
+    says how far one broker's runs spread, so a reader knows what is noise."""
+    from tools.bench import corecost
+    rows = _rows()
+    for row in rows:
+        if row.scenario == "closed" and row.broker == "select" and row.extra["connections"] == 16:
+            row.extra["runs"] = [(50_000, 8e-6), (50_000, 9e-6), (50_000, 10e-6)]
+    assert report.least_cpu_per_op(rows[1]) == 8e-6, "expected the least run's CPU per job"
+    text = "\n".join(report._remaining_time(rows, corecost.measure(calls=200)))
+    assert "| closed loop, 16 clients | 8.00 |" in text, \
+        f"expected select's least run (8.00 µs) in the split, got:\n{text}"
+    assert "runs spread by up to 25 %" in text, f"expected the runs' spread stated, got:\n{text}"
+
+
 def test_saved_runs_load_back_with_their_spread(tmp_path):
     path = tmp_path / "runs.json"
     report.save_runs(_plot_rows(), PLOT_META, path)
