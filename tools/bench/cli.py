@@ -24,8 +24,8 @@ window (small reads: 4 connections each keep 100 submissions in flight; after
 each read of replies, at most 64 bytes, one write of as many new ones), cycle
 (FETCH + DONE), dispatch (long-poll and polling latency), scaling (cycle with
 100 / 1,000 / 10,000 idle connections), durable (sqlite store vs beanstalkd -b
--f 0 and the floor with a bare journal, 1 and 16 clients). Every run is bounded in count and time, on 127.0.0.1
-only.
+-f 0 and the floor with a bare journal, 1 and 16 clients). Every run is bounded
+in count and time, on 127.0.0.1 only.
 
 brokers: beanstalkd, select, threads, and for reference original (the original
 system's broker), floor (a bare Python read-answer loop) and shell (the select

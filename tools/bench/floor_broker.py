@@ -51,6 +51,22 @@ def answer(line, counter):
     return b"OK\n"
 
 
+def accept(listener, peers, poller):
+    """Take one connection from ``listener`` into ``peers`` (descriptor -> socket)
+    and ``poller``."""
+    conn, _ = listener.accept()
+    conn.setblocking(False)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    peers[conn.fileno()] = conn
+    poller.register(conn.fileno(), select.EPOLLIN)
+
+
+def close(fd, peers, poller):
+    """Forget and close the connection on descriptor ``fd``."""
+    poller.unregister(fd)
+    peers.pop(fd).close()
+
+
 class Journal:
     """An append-only file, preallocated in JOURNAL_STEP steps: ``commit(data)``
     writes ``data`` at the end and returns once it is on disk (one pwrite and one
@@ -93,18 +109,12 @@ def serve(client_port, worker_port, journal=None):
         for fd, _ in poller.poll():
             sock = peers.get(fd)
             if sock is None:
-                conn, _ = listeners[fd].accept()
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                peers[conn.fileno()] = conn
-                poller.register(conn.fileno(), select.EPOLLIN)
+                accept(listeners[fd], peers, poller)
                 continue
             data = sock.recv(65536)
             if not data:
-                poller.unregister(fd)
-                del peers[fd]
+                close(fd, peers, poller)
                 partial.pop(fd, None)
-                sock.close()
                 continue
             counter += 1
             if data[-1] == 10 and data.find(b"\n") == len(data) - 1 and fd not in partial:
@@ -127,17 +137,11 @@ def serve_durable(poller, listeners, peers, journal):
         for fd, _ in poller.poll():
             sock = peers.get(fd)
             if sock is None:
-                conn, _ = listeners[fd].accept()
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                peers[conn.fileno()] = conn
-                poller.register(conn.fileno(), select.EPOLLIN)
+                accept(listeners[fd], peers, poller)
                 continue
             data = sock.recv(65536)
             if not data:
-                poller.unregister(fd)
-                del peers[fd]
-                sock.close()
+                close(fd, peers, poller)
                 continue
             reads.append((sock, data))
         if reads:
