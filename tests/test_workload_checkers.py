@@ -219,6 +219,25 @@ def test_fifo_violation_and_the_requeue_exception():
     assert verdict(b)["valid"]
 
 
+def test_a_job_requeued_by_a_kill_that_started_before_it_is_no_fifo_violation():
+    """The nemesis logs a kill when it starts; the kill may land after jobs created
+    later were handed out. Job 3, seen streamed, then waiting again, was requeued:
+    job 4 handed out meanwhile proves nothing (a CI run of seed 7 saw this)."""
+    b = healthy()
+    b.fault(0.035, 0.036, "kill-workers")              # logged before job 3 exists
+    b.job(0.04, 0.05, "k00003", 3)
+    b.words(0.055, "worker-2", "k00003", 2, indices=[0])   # held by worker-2 ...
+    b.job(0.06, 0.065, "k00004", 4)
+    b.words(0.07, "worker-3", "k00004", 1)             # ... while job 4 goes to worker-3
+    b.status(0.08, 0.081, 3, "waiting")                # worker-2 died: job 3 requeued
+    b.words(0.1, "worker-3", "k00003", 2)
+    b.status(0.4, 0.41, 3, "completed")
+    b.status(0.42, 0.43, 4, "completed")
+    result = verdict(b)
+    fifo = [a for a in result["anomalies"] if a["name"] == "fifo-violation"]
+    assert not fifo, f"expected no fifo-violation for a requeued job, got {fifo}"
+
+
 def test_a_requeued_job_waiting_behind_a_fresh_one():
     b = healthy()
     b.job(0.04, 0.05, "k00003", 3)

@@ -412,6 +412,11 @@ def fifo(facts):
             continue
         if any(r["time"] <= result["time"] for _, r in suite_handouts.get(x, [])):
             continue
+        if x in facts.handed and facts.handed[x][0] <= result["time"]:
+            # x was seen held (its words, STATUS running) before this poll: it was
+            # requeued, not waiting since it was created. A kill's "start" event
+            # can precede x's creation while the kill lands after x was handed out.
+            continue
         for b, (at, evidence) in handed:
             if at >= invoke["time"]:
                 break
