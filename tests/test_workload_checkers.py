@@ -254,6 +254,25 @@ def test_a_requeued_job_waiting_behind_a_fresh_one():
     assert "requeued when suite-worker-1 disconnected" in anomaly["text"]
 
 
+def test_a_job_handed_out_before_is_not_a_fresh_one():
+    """The requeue rule needs a fresh job handed out ahead of the requeued one; a
+    job already seen streamed by a worker, then fetched again, is not fresh."""
+    b = healthy()
+    b.job(0.04, 0.05, "k00003", 3)
+    b.job(0.051, 0.052, "k00004", 4)
+    b.words(0.055, "worker-2", "k00004", 2, indices=[0])    # job 4 held by worker-2 ...
+    b.fetch(0.06, 0.07, "suite-worker-1", 3)
+    b.info(0.08, "suite-worker-1", "disconnect", {"held": [3]})
+    b.status(0.09, 0.1, 3, "waiting")
+    b.fetch(0.11, 0.12, "suite-worker-2", 4)                 # ... lost with it, requeued
+    b.status(0.13, 0.14, 3, "waiting")
+    b.done(0.15, 0.16, "suite-worker-2", 4)
+    b.words(0.2, "worker-1", "k00003", 2)
+    b.status(0.4, 0.41, 3, "completed")
+    fifo = [a for a in verdict(b)["anomalies"] if a["name"] == "fifo-violation"]
+    assert not fifo, f"expected no fifo-violation for a job handed out before, got {fifo}"
+
+
 @pytest.mark.parametrize("name, damage", [
     ("words-missing", lambda b: b.words(0.1, "worker-3", "k00003", 3, indices=[0, 1])),
     ("words-out-of-order", lambda b: b.words(0.1, "worker-3", "k00003", 3, indices=[0, 2, 1])),

@@ -471,10 +471,16 @@ def _fresh_handout(facts, start, end, waiting_polls):
 
 
 def _maybe_requeued(facts, job_id, before):
+    """True unless job ``job_id`` surely waited from its creation until ``before``:
+    a fault that loses holders in between, a suite worker that held it, or any
+    sight of it held (words, STATUS running) before ``before`` (a kill logged at
+    its start may land after the job was handed out)."""
     key = facts.key_of_id.get(job_id)
     if key is None:
         return True
     if facts.loss_between(facts.ack[key][0]["time"], before):
+        return True
+    if job_id in facts.handed and facts.handed[job_id][0] < before:
         return True
     return any(job_id in e["value"].get("held", []) and e["time"] < before
                for e in facts.disconnects)
