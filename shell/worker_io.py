@@ -178,8 +178,15 @@ class StopRequest:
         self.requested = False
 
     def install(self):
+        """Handle SIGINT/SIGTERM; call from the main thread. The kernel may deliver
+        the signal to any thread, and Python runs its handler only in the main one,
+        between bytecodes: a main thread blocked in select() would never see it
+        (the threads worker then ignored SIGTERM now and then). The wake-up fd
+        (signal.set_wakeup_fd) gets a byte from the C-level handler whatever the
+        thread, so select() returns and the handler runs."""
         signal.signal(signal.SIGINT, self.request)
         signal.signal(signal.SIGTERM, self.request)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
 
     def request(self, signum=None, frame=None):
         self.requested = True
@@ -196,6 +203,7 @@ class StopRequest:
             select.select([self._reader], [], [])
 
     def close(self):
+        signal.set_wakeup_fd(-1)       # before the socket it names closes
         self._reader.close()
         self._writer.close()
 
