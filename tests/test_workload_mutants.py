@@ -61,7 +61,7 @@ OLD_MUTANTS = {
     "job_handed_to_two_workers": (broker("broker_fetch_keeps_job.py"),
                                   ["--nemesis", "none", "--time", "5"], ("double-held", "crashed")),
     "done_accepted_from_non_holder": (broker("broker_done_any_worker.py"),
-                                      ["--nemesis", "none", "--time", "6"], "done-by-non-holder"),
+                                      ["--nemesis", "none", "--time", "8"], "done-by-non-holder"),
     "no_requeue_after_worker_dies": (broker("broker_no_requeue.py"),
                                      ["--nemesis", "kill-worker", "--time", "6"], "lost"),
     # A requeued job must wait behind a backlog for the proof: offer more than

@@ -144,6 +144,7 @@ class WorkloadRun:
         self.store_dir = None
         self.acked = []                 # job ids acknowledged, in order
         self.completed = set()
+        self.running = set()            # ids a poll last saw running: held by some worker
         self.state_lock = threading.Lock()
         self.stop_load = threading.Event()
         self.stop_all = threading.Event()
@@ -467,9 +468,13 @@ class WorkloadRun:
                 conn.send(f"{command(rng, 'STATUS')} {job_id}")
                 state = conn.line().strip()
                 history.complete(op, "ok", {"id": job_id, "state": state})
-                if state == "completed":
-                    with self.state_lock:
+                with self.state_lock:
+                    if state == "completed":
                         self.completed.add(job_id)
+                    if state == "running":
+                        self.running.add(job_id)
+                    else:
+                        self.running.discard(job_id)
             except (OSError, EOFError) as error:
                 history.complete(op, "info", {"error": str(error) or type(error).__name__})
                 conn.close()
@@ -561,9 +566,16 @@ class WorkloadRun:
                     c.close()
 
     def _steal(self, name, rng, conn):
-        """DONE for a job this worker never fetched (an extended broker refuses it)."""
+        """DONE for a job this worker never fetched (an extended broker refuses it).
+
+        It aims at a job a poll last saw running, held by another worker: a
+        broker that lets a DONE take a held job from its holder shows it only
+        then (a waiting job has no holder to take it from). With none seen
+        running, any recent open job.
+        """
         with self.state_lock:
-            candidates = [i for i in self.acked[-30:] if i not in self.completed]
+            candidates = sorted(self.running - self.completed)[-30:] or \
+                [i for i in self.acked[-30:] if i not in self.completed]
         if candidates:
             self._done(name, conn, rng.choice(candidates), False, steal=True, rng=rng)
 
