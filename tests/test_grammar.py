@@ -288,6 +288,39 @@ def test_a_line_with_a_forbidden_character_gets_bad_char_on_both_paths(char):
         assert not core.waiting, f"expected no job queued for {line!r}"
 
 
+def _answers(data, piece):
+    """The core's replies and queue after ``data`` arrives in reads of ``piece`` bytes."""
+    core = BrokerCore()
+    conn = core.open(CLIENT)
+    replies = b"".join(core.receive(conn, data[i:i + piece], now=0.0)
+                       for i in range(0, len(data), piece))
+    return replies, list(core.waiting)
+
+
+def test_a_whole_line_read_is_answered_as_its_bytes_one_by_one_for_every_byte():
+    # Whole: the one-line fast path (its C-speed check must refuse every byte the
+    # general path refuses); one byte per read: the general path.
+    wrong = []
+    for byte in bytes(range(256)):
+        for data in (b"JOB a" + bytes([byte]) + b"b\n", b"STATUS 1" + bytes([byte]) + b"\n",
+                     bytes([byte]) + b"\n", b"JOB a\n" + bytes([byte])):
+            whole, by_byte = _answers(data, len(data)), _answers(data, 1)
+            if whole != by_byte:
+                wrong.append(f"{data!r}: whole read gave {whole}, byte by byte {by_byte}")
+    assert not wrong, f"expected the same answer both ways: {wrong[:5]}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"JOB", b"job", b"STATUS", b" ", b"\t", b"x", b"1", b"\r",
+                                 b"\n", b"\r\n", b"\x00", b"\x1b", b"\x7f", b"\x85", b"\xc3\xa9"]),
+                max_size=12))
+def test_any_read_is_answered_as_its_bytes_one_by_one(tokens):
+    data = b"".join(tokens)
+    assume(data)
+    whole, by_byte = _answers(data, len(data)), _answers(data, 1)
+    assert whole == by_byte, f"{data!r}: whole read gave {whole}, byte by byte {by_byte}"
+
+
 @pytest.mark.parametrize("char", ["\u00a0", "\u00a1", "\u2028", "\u2029", "\u3000", "\ufeff",
                                   "\u200b", "\U0001f600"])
 def test_other_characters_are_ordinary_text_kept_exactly(char):
