@@ -64,7 +64,7 @@ class _Poll:
         pass
 
 
-_WAKEUP = object()      # the value of the signal wake-up socket in SelectBroker.peers
+_WAKEUP = object()      # the value of the signal wake-up socket in SelectBroker.others
 
 
 class Peer:
@@ -87,8 +87,11 @@ class SelectBroker:
         self.max_output = max_output
         self.peer_timeout = peer_timeout
         self.poller = select.epoll() if hasattr(select, "epoll") else _Poll()
-        # Descriptor -> Peer, port name (a listener) or _WAKEUP: what poll() reports.
+        # What poll() reports, by descriptor: connections in ``peers`` (-> Peer),
+        # listeners and the wake-up socket in ``others`` (-> port name or _WAKEUP).
+        # Apart, so the loop tells a connection by one lookup and a None test.
         self.peers = {}
+        self.others = {}
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
         self.quiet_until = 0.0
@@ -107,18 +110,21 @@ class SelectBroker:
         self._register(self.wakeup_r, _WAKEUP)
 
     def _register(self, sock, value):
-        self.peers[sock.fileno()] = value
+        (self.peers if value.__class__ is Peer else self.others)[sock.fileno()] = value
         self.poller.register(sock.fileno(), READ)
 
     def _unregister(self, sock):
-        del self.peers[sock.fileno()]
+        if self.peers.pop(sock.fileno(), None) is None:
+            del self.others[sock.fileno()]
         self.poller.unregister(sock.fileno())
 
     def serve(self):
         signal.set_wakeup_fd(self.wakeup_w.fileno(), warn_on_full_buffer=False)
-        poll, peers, core = self.poller.poll, self.peers, self.core
-        readable = self._readable
+        poll, peers, others, core = self.poller.poll, self.peers, self.others, self.core
+        readable, receive, write = self._readable, core.receive, self._write
         deliveries = core.deliveries
+        # The events of the usual case below; with a store (replies deferred), none.
+        fast = None if self.deferred else READ
         deadline = None          # the core's next deadline, taken once per iteration
         while self.running:
             if deadline is None and self.paused_until is None:
@@ -127,16 +133,46 @@ class SelectBroker:
                 events = poll(self._timeout(deadline))
             now = monotonic()
             for fd, mask in events:
-                peer = peers.get(fd)     # None: dropped earlier in this pass
-                if peer.__class__ is Peer:
-                    if mask & NOT_WRITE:
-                        readable(peer, now)
-                    if mask & NOT_READ and peer.conn.io is peer:
-                        self._flush(peer)
-                elif peer is _WAKEUP:
-                    self._drain_wakeup()
-                elif peer is not None:
-                    self._accept(self.listeners[peer], peer)
+                peer = peers.get(fd)
+                if peer is not None:
+                    if mask == fast:
+                        # _readable's usual case inline, the request of a closed loop: a
+                        # read answered with one send that the kernel takes whole. It
+                        # saves a call and its attribute lookups per request (about 600
+                        # of the loop's instructions, counted with cachegrind); anything
+                        # else (EOF, errors, a backlog, closing) goes the general way,
+                        # from the bytes already read.
+                        sock = peer.sock
+                        try:
+                            data = sock.recv(READ_SIZE)
+                        except OSError as error:
+                            self._recv_failed(peer, error)
+                            data = None
+                        if data:
+                            conn = peer.conn
+                            reply = receive(conn, data, now)
+                            if reply and not peer.outbox and not conn.closing:
+                                try:
+                                    sent = sock.send(reply)
+                                except OSError:
+                                    sent = 0       # write() sends again: it queues or drops
+                                if sent != len(reply):
+                                    write(peer, memoryview(reply)[sent:])
+                            else:
+                                self._answer(peer, reply)
+                        elif data is not None:
+                            self._answer(peer, core.end_of_input(peer.conn, now))
+                    else:
+                        if mask & NOT_WRITE:
+                            readable(peer, now)
+                        if mask & NOT_READ and peer.conn.io is peer:
+                            self._flush(peer)
+                else:
+                    other = others.get(fd)      # None: a peer dropped earlier in this pass
+                    if other is _WAKEUP:
+                        self._drain_wakeup()
+                    elif other is not None:
+                        self._accept(self.listeners[other], other)
                 if deliveries:
                     self._deliver()
             if deadline is not None and deadline <= now:
@@ -213,36 +249,31 @@ class SelectBroker:
     # -- reading and answering ----------------------------------------------------
 
     def _readable(self, peer, now):
+        """Read what ``peer`` sent and answer it (serve() inlines the usual case)."""
         try:
             data = peer.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except OSError as error:
+            self._recv_failed(peer, error)
             return
-        except OSError:
-            self._drop(peer)
-            return
-        conn = peer.conn
         if data:
-            reply = self.core.receive(conn, data, now)
+            self._answer(peer, self.core.receive(peer.conn, data, now))
         else:
-            reply = self.core.end_of_input(conn, now)
+            self._answer(peer, self.core.end_of_input(peer.conn, now))
+
+    def _recv_failed(self, peer, error):
+        """recv() raised ``error``: nothing to read yet, or the connection is gone."""
+        if not isinstance(error, (BlockingIOError, InterruptedError)):
+            self._drop(peer)
+
+    def _answer(self, peer, reply):
+        """Send ``reply`` (bytes, maybe empty), the core's answer to ``peer``'s read,
+        or queue it; drop ``peer`` once the core closes it and nothing is left to send."""
         if reply:
             if self.deferred:
                 self._defer(peer, reply)
-            elif peer.outbox or conn.closing:
-                self._write(peer, reply)
             else:
-                # _write's usual case inline (a call less per request): the
-                # kernel takes the whole reply at once.
-                try:
-                    sent = peer.sock.send(reply)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    self._drop(peer)
-                    return
-                if sent != len(reply):
-                    self._write(peer, memoryview(reply)[sent:])
-        elif conn.closing and not peer.replies:
+                self._write(peer, reply)
+        elif peer.conn.closing and not peer.replies:
             if peer.outbox:
                 self._want(peer, WRITE)     # EOF stays readable: stop listening
             else:
@@ -341,9 +372,8 @@ class SelectBroker:
 
     def _shutdown(self):
         signal.set_wakeup_fd(-1)
-        for value in self.peers.values():
-            if value.__class__ is Peer:
-                value.sock.close()
+        for peer in self.peers.values():
+            peer.sock.close()
         for sock in self.listeners.values():
             sock.close()
         self.wakeup_r.close()
