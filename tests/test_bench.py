@@ -4,6 +4,7 @@ report rendering and target verdicts. Nothing here times anything or asserts a
 duration: benchmarks are numbers in BENCHMARKS.md, not tests."""
 
 import os
+import shutil
 import subprocess
 import sys
 from array import array
@@ -580,6 +581,35 @@ def test_remaining_time_takes_least_runs_and_states_their_spread():
     assert "| closed loop, 16 clients | 8.00 |" in text, \
         f"expected select's least run (8.00 µs) in the split, got:\n{text}"
     assert "runs spread by up to 25 %" in text, f"expected the runs' spread stated, got:\n{text}"
+
+
+def test_remaining_time_shows_instruction_counts_split_like_the_cpu_times():
+    from tools.bench import corecost
+    costs = corecost.measure(calls=200)
+    costs["instructions"] = {"message": "valgrind found", "small": 2000, "large": 12000,
+                             "counts": {("floor", 16): 9000.0, ("shell", 16): 11500.0,
+                                        ("select", 16): 16650.0}}
+    text = "\n".join(report._remaining_time(_rows(), costs))
+    row = "| 16 | 9,000 | 11,500 | 16,650 | 1.85× | 1.28× | 2,500 | 5,150 |"
+    assert row in text, f"expected the counts and their split {row!r}, got:\n{text}"
+    costs["instructions"] = {"message": "valgrind not found (and --no-install)", "small": 1,
+                             "large": 2, "counts": {}}
+    text = "\n".join(report._remaining_time(_rows(), costs))
+    assert "not counted: valgrind not found (and --no-install)" in text, \
+        f"expected the reason the counts are missing, got:\n{text}"
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_instruction_counts_rank_the_floor_below_select():
+    from tools.bench import instructions
+    measured = instructions.measure(install=False, small=40, large=120)
+    counts = measured["counts"]
+    assert counts, f"expected counts, got {measured['message']}"
+    for connections in instructions.CONNECTIONS:
+        floor, select = counts["floor", connections], counts["select", connections]
+        assert 0 < floor < select, \
+            f"expected the floor to run fewer instructions per request than select " \
+            f"with {connections} connections: floor {floor:,.0f}, select {select:,.0f}"
 
 
 def test_saved_runs_load_back_with_their_spread(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 from core.grammar import parse_seconds
 from core.options import UsageParser, number_type
 
-from . import corecost, loadgen, procstat, profiling, report
+from . import corecost, instructions, loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
 from .servers import (ALL_BROKERS, OUR_BROKERS, ROOT, Broker, BrokerError, beanstalkd_version,
                       find_beanstalkd, resolve_revision, split_cpus, split_revision)
@@ -61,8 +61,10 @@ def parse_args(argv):
                              "and 16 clients, pipelined, window, job cycle) and put its top "
                              "functions, with µs per call and calls per job, in the report; "
                              "then time the core's steps per request in process "
-                             "(tools/bench/corecost.py) for the report's \"where the remaining "
-                             "time goes\"")
+                             "(tools/bench/corecost.py) and count the instructions per request "
+                             "of the floor, the shell and select under valgrind "
+                             "(tools/bench/instructions.py; apt-get installs valgrind when root "
+                             "and missing) for the report's \"where the remaining time goes\"")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; "
                              "memory is part of pipelined)")
@@ -85,7 +87,8 @@ def parse_args(argv):
                         help="measure nothing: draw the PNG plots again from the runs a bench "
                              f"run saved (default: {report.RUNS_FILE} in --plots-dir)")
     parser.add_argument("--no-install", action="store_true",
-                        help="do not apt-get install beanstalkd when it is missing")
+                        help="do not apt-get install beanstalkd (or valgrind, for --profile) "
+                             "when it is missing")
     parser.add_argument("--wait-quiet", type=number_type(parse_seconds), default=0.0,
                         metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to drop "
@@ -211,6 +214,9 @@ def main(argv=None):
             log("bench: the core's steps, timed in process")
             core_costs = corecost.measure()
             core_costs["store"] = corecost.measure_store()
+            log("bench: instructions per request under valgrind")
+            counts = (160, 480) if args.quick else (instructions.SMALL, instructions.LARGE)
+            core_costs["instructions"] = instructions.measure(log, not args.no_install, *counts)
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:

@@ -320,6 +320,36 @@ def _memory_table(rows):
 
 # -- the document ------------------------------------------------------------------------
 
+def _instruction_counts(measured):
+    """Markdown blocks for ``measured`` (instructions.measure()'s {"message",
+    "small", "large", "counts": {(broker, connections): instructions per request}};
+    None: not requested)."""
+    if measured is None:
+        return []
+    counts = measured["counts"]
+    if not counts:
+        return [f"Instructions per request were not counted: {measured['message']}.\n"]
+    body = []
+    for connections in sorted({c for _, c in counts}):
+        got = {name: counts.get((name, connections)) for name in ("floor", "shell", "select")}
+        if None in got.values():
+            continue
+        body.append([str(connections)] + [f"{got[name]:,.0f}" for name in got]
+                    + [fmt_ratio(got["select"] / got["floor"]),
+                       fmt_ratio(got["shell"] / got["floor"]),
+                       f"{got['shell'] - got['floor']:,.0f}", f"{got['select'] - got['shell']:,.0f}"])
+    return ["The same split in instructions, which this machine's neighbours do not move: "
+            "user-space instructions per request counted by valgrind's cachegrind "
+            "(`tools/bench/instructions.py`: each broker under `valgrind --tool=cachegrind`, "
+            f"answering {measured['large']:,} and {measured['small']:,} `JOB`s from "
+            "connections in lockstep, the difference per request; within about 2 % from one "
+            "count to the next, where CPU times spread as above). The kernel's work, the same "
+            "system calls for the three, is not in them, so their ratios are larger than the "
+            "CPU times': they rank the Python each broker runs per request.\n",
+            table(["connections", "floor", "shell", "select", "select / floor",
+                   "shell / floor", "shell − floor", "select − shell"], body) + "\n"]
+
+
 def _remaining_time(rows, costs):
     """The "where the remaining time goes" section: the select broker against the
     floor per request (from ``rows``) and the core's steps (``costs``, from
@@ -375,6 +405,7 @@ def _remaining_time(rows, costs):
                        "Where that is more than the distance to a target (1.15× the floor is "
                        "15 %), the target's verdict can flip from one run to the next, and "
                        "differences between brokers smaller than it are noise.\n")
+    out.extend(_instruction_counts(costs.get("instructions")))
     call_ns = costs["call"]
     out.append("The core's work per request, timed in process (`tools/bench/corecost.py`, "
                "best of 5 × 100,000 calls, ns per call with the Python call included; an empty "

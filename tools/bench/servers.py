@@ -131,18 +131,19 @@ class OurBroker(Broker):
 
     protocol = Workq
 
-    def __init__(self, flavour, options=(), profile_to=None):
+    def __init__(self, flavour, options=(), profile_to=None, wrapper=()):
         super().__init__()
         self.name = flavour
         self.flavour = flavour
         self.options = list(options)
         self.profile_to = profile_to
+        self.wrapper = list(wrapper)          # a command the interpreter runs under (valgrind)
         self.module = MODULES.get(flavour, f"impl_{flavour}.broker")
 
     def start(self):
         module = self.module
         runner = ["-m", "cProfile", "-o", str(self.profile_to)] if self.profile_to else []
-        argv = [sys.executable, *runner, "-m", module, "0", "0", *self.options]
+        argv = [*self.wrapper, sys.executable, *runner, "-m", module, "0", "0", *self.options]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._spawn(argv, env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -287,27 +288,36 @@ def beanstalkd_version(path):
 def find_beanstalkd(install=True, report=print):
     """The beanstalkd executable; installs the Debian package when missing and
     allowed (root with apt-get). Returns (path or None, message)."""
-    path = _which_beanstalkd()
+    return install_package("beanstalkd", _which_beanstalkd, install, report,
+                           "the beanstalkd columns (and every ratio)")
+
+
+def install_package(package, which, install, report, skipped):
+    """The executable ``which()`` finds (a path or None), after installing the
+    Debian ``package`` when it is missing and ``install`` allows (root with
+    apt-get). Returns (path or None, message); ``skipped`` names what a run
+    without it leaves out."""
+    path = which()
     if path:
-        return path, f"beanstalkd found at {path}"
+        return path, f"{package} found at {path}"
     if not install:
-        return None, "beanstalkd not found (and --no-install): beanstalkd columns are skipped"
+        return None, f"{package} not found (and --no-install): {skipped} are left out"
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, ("beanstalkd not found, and installing it needs root and apt-get: run "
-                      "`sudo apt-get install -y beanstalkd` and run the bench again. "
-                      "The beanstalkd columns (and every ratio) are skipped in this run")
-    report("bench: beanstalkd not found; installing the Debian package (apt-get install -y beanstalkd)")
+        return None, (f"{package} not found, and installing it needs root and apt-get: run "
+                      f"`sudo apt-get install -y {package}` and run the bench again. "
+                      f"{skipped[:1].upper()}{skipped[1:]} are left out of this run")
+    report(f"bench: {package} not found; installing the Debian package "
+           f"(apt-get install -y {package})")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for attempt in (["apt-get", "install", "-y", "beanstalkd"],
-                    ["apt-get", "update"], ["apt-get", "install", "-y", "beanstalkd"]):
+    for attempt in (["apt-get", "install", "-y", package],
+                    ["apt-get", "update"], ["apt-get", "install", "-y", package]):
         result = subprocess.run(attempt, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                 text=True, timeout=600)
-        path = _which_beanstalkd()
+        path = which()
         if path:
-            return path, f"beanstalkd installed with apt-get at {path}"
+            return path, f"{package} installed with apt-get at {path}"
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-    return None, (f"beanstalkd could not be installed with apt-get ({last[0]}); "
-                  "beanstalkd columns are skipped")
+    return None, f"{package} could not be installed with apt-get ({last[0]}); {skipped} are left out"
 
 
 def _which_beanstalkd():

@@ -1,0 +1,118 @@
+"""``--profile``: instructions per request of the floor, the shell and the select
+broker, counted by valgrind's cachegrind: a measure this shared machine's noise
+does not move.
+
+CPU times here spread by a third between runs of one broker (BENCHMARKS.md notes
+each row's runs), more than the distance to a target; the count of instructions
+a broker executes for the same requests does not depend on its neighbours. Each
+broker runs under ``valgrind --tool=cachegrind --cache-sim=no`` (valgrind(1),
+cg_annotate(1): ``I refs``, the instructions executed in user space) twice, for
+SMALL and for LARGE requests after the same start-up, and the difference over
+LARGE - SMALL requests is its count per request, start-up and shutdown cancelled
+out. The kernel's work (epoll, recv, send: the same system calls for the three) is
+not counted, so the counts rank the Python each broker runs per request, not its
+whole CPU time.
+
+The load: CONNECTIONS in lockstep, each writing one ``JOB <25 bytes>`` and all
+then reading their replies, so that with 16 connections a wake-up finds all 16
+requests (the broker is slowed some 50 times under valgrind), and a count
+differs from one run to the next by about 2 % (hash seeds, the collector).
+"""
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .protocols import PAYLOAD
+from .servers import FLOOR, SHELL, BrokerError, OurBroker, install_package
+
+SMALL, LARGE = 2_000, 12_000
+BROKERS = (FLOOR, SHELL, "select")
+CONNECTIONS = (1, 16)
+REQUEST = b"JOB " + PAYLOAD + b"\n"
+_I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def find_valgrind(install=True, report=print):
+    """The valgrind executable; installs the Debian package when missing and
+    allowed. Returns (path or None, message)."""
+    return install_package("valgrind", lambda: shutil.which("valgrind"), install, report,
+                           "the instruction counts")
+
+
+def count(name, requests, connections, valgrind):
+    """Instructions (int) the broker ``name`` executes in user space from start to
+    exit, answering ``requests`` JOBs (a multiple of ``connections``) from
+    ``connections`` lockstep connections. Raises BrokerError when the broker does
+    not start, answers wrongly or leaves no count."""
+    with tempfile.TemporaryDirectory(prefix="workq-instructions-") as tmp:
+        log = Path(tmp) / "valgrind.log"
+        broker = OurBroker(name, wrapper=[valgrind, "--tool=cachegrind", "--cache-sim=no",
+                                          "--cachegrind-out-file=/dev/null",
+                                          f"--log-file={log}"])
+        with broker.start():
+            socks = [_connect(broker.client) for _ in range(connections)]
+            try:
+                for _ in range(requests // connections):
+                    for sock in socks:
+                        sock.sendall(REQUEST)
+                    for sock in socks:
+                        reply = _line(sock)
+                        if not reply.startswith(b"ID "):
+                            raise BrokerError(f"{name}: expected ID n to a JOB, got {reply!r}")
+            finally:
+                for sock in socks:
+                    sock.close()
+            status = broker.stop(signal.SIGTERM)     # the floor has no handler: valgrind still counts
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = _I_REFS.search(text)
+        if not found:
+            raise BrokerError(f"{name} under valgrind left no instruction count "
+                              f"(exit status {status}): {text.strip()[-300:]!r}")
+        return int(found.group(1).replace(",", ""))
+
+
+def measure(report=print, install=True, small=SMALL, large=LARGE):
+    """Count each of BROKERS at each of CONNECTIONS. Returns {"message": str,
+    "small": small, "large": large, "counts": {(broker, connections): instructions
+    per request (float)}}; counts is empty when valgrind is missing or could not
+    run (message says why)."""
+    valgrind, message = find_valgrind(install, report)
+    counts = {}
+    result = {"message": message, "small": small, "large": large, "counts": counts}
+    if valgrind is None:
+        return result
+    try:
+        for connections in CONNECTIONS:
+            for name in BROKERS:
+                low = count(name, small, connections, valgrind)
+                high = count(name, large, connections, valgrind)
+                counts[name, connections] = (high - low) / (large - small)
+                report(f"  instructions {name:7} {connections:3} connections: "
+                       f"{counts[name, connections]:,.0f} per request")
+    except (BrokerError, OSError, subprocess.SubprocessError) as error:
+        result["message"] = f"valgrind could not count: {error}"
+        counts.clear()
+    return result
+
+
+def _connect(address):
+    sock = socket.create_connection(address, timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _line(sock):
+    """One reply line (bytes, LF included) from a blocking socket."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise BrokerError(f"the broker closed the connection after {data!r}")
+        data += chunk
+    return data
+
