@@ -22,11 +22,11 @@ differs from one run to the next by about 2 % (hash seeds, the collector).
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
+from . import loadgen
 from .protocols import PAYLOAD
 from .servers import FLOOR, SHELL, BrokerError, OurBroker, install_package
 
@@ -34,6 +34,7 @@ SMALL, LARGE = 2_000, 12_000
 BROKERS = (FLOOR, SHELL, "select")
 CONNECTIONS = (1, 16)
 REQUEST = b"JOB " + PAYLOAD + b"\n"
+REPLY_TIMEOUT = 60.0        # seconds: valgrind slows the broker some 50 times
 _I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -48,25 +49,25 @@ def count(name, requests, connections, valgrind):
     """Instructions (int) the broker ``name`` executes in user space from start to
     exit, answering ``requests`` JOBs (a multiple of ``connections``) from
     ``connections`` lockstep connections. Raises BrokerError when the broker does
-    not start, answers wrongly or leaves no count."""
+    not start, answers wrongly or leaves no count, LoadError when it does not
+    answer within REPLY_TIMEOUT."""
     with tempfile.TemporaryDirectory(prefix="workq-instructions-") as tmp:
         log = Path(tmp) / "valgrind.log"
         broker = OurBroker(name, wrapper=[valgrind, "--tool=cachegrind", "--cache-sim=no",
                                           "--cachegrind-out-file=/dev/null",
                                           f"--log-file={log}"])
         with broker.start():
-            socks = [_connect(broker.client) for _ in range(connections)]
+            socks = loadgen.connect(broker.client, connections)
             try:
                 for _ in range(requests // connections):
                     for sock in socks:
                         sock.sendall(REQUEST)
                     for sock in socks:
-                        reply = _line(sock)
+                        reply = loadgen.read_line(sock, timeout=REPLY_TIMEOUT)
                         if not reply.startswith(b"ID "):
                             raise BrokerError(f"{name}: expected ID n to a JOB, got {reply!r}")
             finally:
-                for sock in socks:
-                    sock.close()
+                loadgen.close_all(socks)
             status = broker.stop(signal.SIGTERM)     # the floor has no handler: valgrind still counts
         text = log.read_text(errors="replace") if log.exists() else ""
         found = _I_REFS.search(text)
@@ -94,25 +95,8 @@ def measure(report=print, install=True, small=SMALL, large=LARGE):
                 counts[name, connections] = (high - low) / (large - small)
                 report(f"  instructions {name:7} {connections:3} connections: "
                        f"{counts[name, connections]:,.0f} per request")
-    except (BrokerError, OSError, subprocess.SubprocessError) as error:
+    except (BrokerError, loadgen.LoadError, OSError, subprocess.SubprocessError) as error:
         result["message"] = f"valgrind could not count: {error}"
         counts.clear()
     return result
-
-
-def _connect(address):
-    sock = socket.create_connection(address, timeout=60)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _line(sock):
-    """One reply line (bytes, LF included) from a blocking socket."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise BrokerError(f"the broker closed the connection after {data!r}")
-        data += chunk
-    return data
 

@@ -540,7 +540,7 @@ def dispatch_waiting(client, worker, protocol, samples, settle=0.003):
             parsed = protocol.parse_fetch(buf)
         t1 = perf_counter()
         used, job_id = parsed
-        reply = _read_line(client)
+        reply = read_line(client)
         if not reply.startswith(protocol.submit_ok):
             errors += 1
             first_error = first_error or reply.decode(errors="replace")
@@ -550,7 +550,7 @@ def dispatch_waiting(client, worker, protocol, samples, settle=0.003):
             continue
         latencies.append(t1 - t0)
         worker.sendall(protocol.done(job_id))
-        reply = _read_line(worker, buf[used:])
+        reply = read_line(worker, buf[used:])
         if not reply.startswith(protocol.done_ok):
             errors += 1
             first_error = first_error or reply.decode(errors="replace")
@@ -599,7 +599,9 @@ def _line_parser(buf):
     return None if end < 0 else buf[:end + 1]
 
 
-def _read_line(sock, buf=b"", timeout=10.0):
+def read_line(sock, buf=b"", timeout=10.0):
+    """The first line of ``buf`` and what ``sock`` sends next (bytes, LF included).
+    Raises LoadError when no whole line comes within ``timeout`` seconds."""
     while b"\n" not in buf:
         if not wait_readable(sock, timeout):
             raise LoadError(f"no reply line within {timeout} s")
