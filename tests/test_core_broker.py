@@ -548,3 +548,22 @@ def test_sqlite_store_migrates_a_version_1_file_and_keeps_burials(tmp_path):
     store = SqliteStore(path)
     assert store.load() == (4, [(3, b"c")], [1], [(2, b"b")], {2: 20, 3: 4})
     store.close()
+
+
+def test_an_unfinished_line_is_a_deadline_and_its_end_clears_it(broker):
+    client = broker.open(CLIENT, now=0.0)
+    assert broker.next_deadline() is None, "nothing timed on a fresh connection"
+    broker.receive(client, b"JOB half", now=1.0)
+    assert broker.next_deadline() is not None, "an unfinished line must be swept for the idle timeout"
+    broker.receive(client, b" done\n", now=2.0)
+    assert broker.next_deadline() is None, "a finished line leaves no deadline behind"
+
+
+def test_every_attribute_of_the_core_is_a_slot():
+    # A new attribute missing from __slots__ lands in the instance dict, and with it
+    # every attribute access slows down (see BrokerCore.__slots__).
+    broker = BrokerCore(token="s3cret")
+    broker.restore(3, [(1, b"a")], [2], [], {1: 1})
+    client = broker.open(CLIENT)
+    broker.receive(client, b"AUTH s3cret\nJOB b\n")
+    assert vars(broker) == {}, f"attributes outside __slots__: {sorted(vars(broker))}"
