@@ -294,23 +294,27 @@ class BrokerCore:
         conn.last_read = now
         end = len(data) - 1
         # Fast path for the commonest read: one whole printable-ASCII line ending in
-        # a bare LF, from an authenticated connection with nothing pending or held.
-        # It is the general path's steps fused (framing, chunk_is_plain, _answer's
-        # split and dispatch) with one C-speed check for the whole read (a read
-        # ending in LF whose first LF, once CR and every unplain byte are mapped to
-        # LF, is its last byte is one plain line): about 0.5 us less per request, a fifth
-        # of what the select broker spends in Python on one (BENCHMARKS.md).
-        # Anything else goes the general way, _receive_lines. The tests are written
-        # as early returns so that their jumps are short: CPython 3.11 specializes a
-        # comparison only when a short jump follows it (~200 instructions per
-        # request, cachegrind).
+        # a bare LF, its command in upper case as the spec writes it, from an
+        # authenticated connection with nothing pending or held. It is the general
+        # path's steps fused (framing, chunk_is_plain, _answer's split and dispatch):
+        # the line without its LF, once CR, LF and every unplain byte are mapped to
+        # LF, must hold no LF (one C pass and a C search), and the command is looked
+        # up as sent. Anything else (a command in another case included) goes the
+        # general way, _receive_lines, which answers it alike. The line is cut from
+        # the read once: the check, the split and the argument all use it (bytes.find
+        # would parse its arguments in Python 3.11, ~1,000 instructions; `in` does
+        # not). The tests are early returns so that their jumps are short: CPython
+        # 3.11 specializes a comparison only when a short jump follows it.
+        # Instructions per request counted with cachegrind: BENCHMARKS.md.
         if not (end > 0 and data[end] == 10 and conn.waiting_fetch is None
                 and conn.partial_since is None and conn.authenticated and not conn.closing
-                and end <= self.max_line
-                and data.translate(ONE_PLAIN_LINE_MAP).find(10) == end):
+                and end <= self.max_line):
             return self._receive_lines(conn, data, now)
-        parts = data.split(None, 1)
-        handler = conn.handlers.get(parts[0].upper()) if parts else None
+        line = data[:end]
+        if 10 in line.translate(ONE_PLAIN_LINE_MAP):
+            return self._receive_lines(conn, data, now)
+        parts = line.split(None, 1)
+        handler = conn.handlers.get(parts[0]) if parts else None
         if handler is None:
             return self._receive_lines(conn, data, now)
         try:

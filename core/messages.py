@@ -28,8 +28,8 @@ _UNPLAIN_BYTES = bytes([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
 # about 70 ns more per request (CPython Objects/bytesobject.c, bytes_translate_impl).
 # UNPLAIN_TO_NUL maps every unplain byte to NUL, itself unplain: a read with no
 # NUL after it has none. ONE_PLAIN_LINE_MAP maps them, CR and LF to LF: a read
-# whose translation has its first LF at its last byte is one plain line, what
-# the broker's fast path takes (BrokerCore.receive).
+# ending in LF is one plain line when the translation of the rest holds no LF,
+# what the broker's fast path takes (BrokerCore.receive).
 UNPLAIN_TO_NUL = bytes(0 if byte in _UNPLAIN_BYTES else byte for byte in range(256))
 ONE_PLAIN_LINE_MAP = bytes(10 if byte in _UNPLAIN_BYTES + b"\r" else byte for byte in range(256))
 # The longest line every reader must accept (spec: framing, line_limit_bytes),

@@ -299,11 +299,13 @@ def _answers(data, piece):
 
 def test_a_whole_line_read_is_answered_as_its_bytes_one_by_one_for_every_byte():
     # Whole: the one-line fast path (its C-speed check must refuse every byte the
-    # general path refuses); one byte per read: the general path.
+    # general path refuses, and a command in lower case goes the general way);
+    # one byte per read: the general path.
     wrong = []
     for byte in bytes(range(256)):
         for data in (b"JOB a" + bytes([byte]) + b"b\n", b"STATUS 1" + bytes([byte]) + b"\n",
-                     bytes([byte]) + b"\n", b"JOB a\n" + bytes([byte])):
+                     bytes([byte]) + b"\n", b"JOB a\n" + bytes([byte]),
+                     b"job a" + bytes([byte]) + b"\n"):
             whole, by_byte = _answers(data, len(data)), _answers(data, 1)
             if whole != by_byte:
                 wrong.append(f"{data!r}: whole read gave {whole}, byte by byte {by_byte}")
