@@ -648,3 +648,23 @@ def test_where_the_remaining_time_goes_adds_up_the_cores_steps():
     assert "## Where the remaining time goes" in text and "**sum**" in text \
         and "per job, " in text and "**Durable, one client.**" in text, \
         f"expected the section with the steps' sum, got:\n{text}"
+
+
+def test_one_client_paragraphs_weigh_the_floor_against_beanstalkd_in_microseconds():
+    """The floor 0.1 µs below beanstalkd at one client leaves no room for the spec's
+    steps (hundreds of ns); 5 µs below leaves a little. The durable paragraph says
+    "less", not a negative "more", when the floor is below beanstalkd without a disk."""
+    from tools.bench import corecost
+    costs = corecost.measure(calls=200)
+    durable_floor = _row("durable", "1", "floor", 4_000, 1.0, 0.5, connections=1)
+    for floor_cpu, room in ((0.299, "no room left"), (0.25, "little room left")):
+        rows = [row for row in _rows() if not (row.scenario == "closed"
+                                               and row.extra.get("connections") == 1
+                                               and row.broker == "floor")]
+        rows += [_row("closed", "1", "floor", 10_000, 2.0, floor_cpu, connections=1),
+                 durable_floor]
+        text = "\n".join(report._remaining_time(rows, costs))
+        assert f"has {room} to reach beanstalkd at one client" in text, \
+            f"expected {room!r} with the floor at {floor_cpu * 100:.1f} µs, got:\n{text}"
+        below = f"{(0.3 - floor_cpu) * 100:.2f} µs less than beanstalkd per job"
+        assert below in text, f"expected {below!r} in the durable paragraph, got:\n{text}"

@@ -547,6 +547,11 @@ def _per_job(row):
             f"{fmt_us(system / row.ops)} kernel)")
 
 
+def _more_or_less(difference):
+    """``difference`` (µs, either sign) as "X µs more" or "X µs less"."""
+    return f"{fmt_us(abs(difference))} µs {'more' if difference >= 0 else 'less'}"
+
+
 def _durable_one_client(rows, store):
     """The paragraph on the durable target at one client: the durable floor (when
     measured) against beanstalkd and select, with the store timed alone
@@ -575,9 +580,9 @@ def _durable_one_client(rows, store):
         closed = {name: find(rows, "closed", name, connections=1)
                   for name in ("floor", "beanstalkd")}
         if all(_ok_rows(row) for row in closed.values()):
+            without_disk = closed["floor"].cpu_per_op - closed["beanstalkd"].cpu_per_op
             text += (f". Without a disk (the closed loop, one client) the floor costs "
-                     f"{fmt_us(closed['floor'].cpu_per_op - closed['beanstalkd'].cpu_per_op)} "
-                     f"µs per job more than beanstalkd; sleeping through an `fdatasync` for "
+                     f"{_more_or_less(without_disk)} than beanstalkd per job; sleeping through an `fdatasync` for "
                      f"every job it costs {fmt_us(floor.cpu_per_op - theirs.cpu_per_op)} µs "
                      "more, in its own loop and in the kernel alike (the same system calls, "
                      "made by a far larger process after each sleep; this virtual machine "
