@@ -668,3 +668,19 @@ def test_one_client_paragraphs_weigh_the_floor_against_beanstalkd_in_microsecond
             f"expected {room!r} with the floor at {floor_cpu * 100:.1f} µs, got:\n{text}"
         below = f"{(0.3 - floor_cpu) * 100:.2f} µs less than beanstalkd per job"
         assert below in text, f"expected {below!r} in the durable paragraph, got:\n{text}"
+
+
+def test_profiles_include_durable_submit_with_one_client_and_its_commits():
+    """--profile covers the durable one-client target (out of reach of the floor):
+    its profile exists, the broker exited cleanly, and the store's commits are in it."""
+    from tools.bench import profiling
+    from tools.bench.scenarios import Config
+    config = Config(duration=0.2, closed_max_ops=300, pipelined_jobs=300, window_jobs=300,
+                    cycle_prefill=1000, run_cap=20.0)
+    entries = profiling.run(config, log=lambda *_: None)
+    profiles = {entry["title"].split(" (")[0]: entry for entry in entries}
+    durable = profiles.get("Durable submit, 1 client")
+    assert durable is not None, f"expected a durable one-client profile, got {sorted(profiles)}"
+    assert "exited cleanly" in durable["summary"], f"expected a clean exit, got {durable['summary']}"
+    tables = durable.get("tottime", "") + durable.get("cumtime", "")
+    assert "store.py" in tables, f"expected the store's commit among the profiled calls, got:\n{tables}"

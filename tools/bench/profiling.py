@@ -1,5 +1,6 @@
 """``--profile``: the select broker under cProfile, for the closed loop (1 and
-16 clients), pipelined submit, the window and the job cycle, summarised as
+16 clients), durable submit with one client (``--store sqlite:``), pipelined
+submit, the window and the job cycle, summarised as
 tables for BENCHMARKS.md: each function's own time per call (µs) and calls per
 job, so the report can say where each microsecond of a job goes.
 
@@ -22,6 +23,8 @@ from .servers import ROOT, BrokerError, OurBroker
 TOP = 15
 # Closed-loop profiles: at most this many jobs (the run's duration bounds them too).
 CLOSED_JOBS = {1: 30_000, 16: 200_000}
+# The durable profile, one client: each job its own commit (a few thousand a second).
+DURABLE_JOBS = 10_000
 
 
 def run(config, log=print):
@@ -36,6 +39,13 @@ def run(config, log=print):
                 f"(up to {jobs:,} jobs or {config.duration:g} s)",
                 lambda broker, clients=clients, jobs=jobs: _closed(broker, config, clients, jobs),
                 log))
+        jobs = min(DURABLE_JOBS, config.closed_max_ops)
+        results.append(_profiled(
+            Path(tmp) / "durable1.prof",
+            f"Durable submit, 1 client (`--store sqlite:`, up to {jobs:,} jobs or "
+            f"{config.duration:g} s)",
+            lambda broker: _closed(broker, config, 1, jobs), log,
+            options=("--store", f"sqlite:{tmp}/jobs.db", *BIG_QUEUE)))
         jobs = min(config.pipelined_jobs, 500_000)
         results.append(_profiled(
             Path(tmp) / "pipelined.prof",
@@ -99,8 +109,10 @@ def _cycle(broker, config, prefill):
         loadgen.close_all(socks)
 
 
-def _profiled(path, title, load, log):
-    broker = OurBroker("select", BIG_QUEUE, profile_to=path)
+def _profiled(path, title, load, log, options=BIG_QUEUE):
+    """Run ``load(broker)`` against the select broker (started with ``options``)
+    under cProfile writing ``path``; returns {title, summary[, tottime, cumtime]}."""
+    broker = OurBroker("select", options, profile_to=path)
     entry = {"title": title}
     try:
         broker.start()
