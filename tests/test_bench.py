@@ -681,6 +681,8 @@ def test_profiles_include_durable_submit_with_one_client_and_its_commits():
     profiles = {entry["title"].split(" (")[0]: entry for entry in entries}
     durable = profiles.get("Durable submit, 1 client")
     assert durable is not None, f"expected a durable one-client profile, got {sorted(profiles)}"
-    assert "exited cleanly" in durable["summary"], f"expected a clean exit, got {durable['summary']}"
+    assert "exited cleanly" in durable["summary"], \
+        f"expected a clean exit, got {durable['summary']}"
     tables = durable.get("tottime", "") + durable.get("cumtime", "")
-    assert "store.py" in tables, f"expected the store's commit among the profiled calls, got:\n{tables}"
+    assert "store.py" in tables, \
+        f"expected the store's commit among the profiled calls, got:\n{tables}"

@@ -554,7 +554,8 @@ def test_an_unfinished_line_is_a_deadline_and_its_end_clears_it(broker):
     client = broker.open(CLIENT, now=0.0)
     assert broker.next_deadline() is None, "nothing timed on a fresh connection"
     broker.receive(client, b"JOB half", now=1.0)
-    assert broker.next_deadline() is not None, "an unfinished line must be swept for the idle timeout"
+    assert broker.next_deadline() is not None, \
+        "an unfinished line must be swept for the idle timeout"
     broker.receive(client, b" done\n", now=2.0)
     assert broker.next_deadline() is None, "a finished line leaves no deadline behind"
 

@@ -548,7 +548,7 @@ def _per_job(row):
 
 
 def _more_or_less(difference):
-    """``difference`` (µs, either sign) as "X µs more" or "X µs less"."""
+    """``difference`` (seconds, either sign) as "X µs more" or "X µs less"."""
     return f"{fmt_us(abs(difference))} µs {'more' if difference >= 0 else 'less'}"
 
 
@@ -582,8 +582,8 @@ def _durable_one_client(rows, store):
         if all(_ok_rows(row) for row in closed.values()):
             without_disk = closed["floor"].cpu_per_op - closed["beanstalkd"].cpu_per_op
             text += (f". Without a disk (the closed loop, one client) the floor costs "
-                     f"{_more_or_less(without_disk)} than beanstalkd per job; sleeping through an `fdatasync` for "
-                     f"every job it costs {fmt_us(floor.cpu_per_op - theirs.cpu_per_op)} µs "
+                     f"{_more_or_less(without_disk)} than beanstalkd per job; sleeping "
+                     f"through an `fdatasync` for every job it costs {fmt_us(floor.cpu_per_op - theirs.cpu_per_op)} µs "
                      "more, in its own loop and in the kernel alike (the same system calls, "
                      "made by a far larger process after each sleep; this virtual machine "
                      "exposes no hardware counters to split it further)")
