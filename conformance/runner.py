@@ -14,7 +14,8 @@ from .fake_broker import WorkerRoleSteps
 from .faultsteps import FaultSteps
 from .patterns import SpecError, expand_references, match_line, substitute
 from .replies import Replies
-from .targets import Target, TargetError, free_tcp_port, udp_ports_of_process_tree
+from .targets import (PAUSE_TIMEOUT, Target, TargetError, free_tcp_port,
+                      udp_ports_of_process_tree)
 from .wire import Connection, DatagramReceiver, Transcript, show
 
 __all__ = ["Settings", "ExchangeFailure", "ExchangeRun", "SpecError"]
@@ -405,10 +406,15 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
         if self.broker is None:
             raise SpecError(f"step {self.step_number}: pause_broker needs a broker the suite "
                             "started (not the worker role, not --broker-addr)")
-        self.broker.pause()
+        # Settled first: stopped in its wait for events, the broker reads what the
+        # next steps send in the order it arrives (Target.pause says why not otherwise).
+        settled = self.broker.pause(settle=True)
         self.broker_paused = True
         self._step_note("-- broker paused (SIGSTOP): what is sent now waits in its socket "
-                        "buffers until it resumes")
+                        "buffers until it resumes"
+                        + ("" if settled else
+                           f"; it was still busy after {PAUSE_TIMEOUT:.0f} s, so it may read "
+                           "what was ready before the pause first"))
 
     def _resume_broker(self, value, step, deadline, timeout):
         if not self.broker_paused:

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["TargetError", "Target", "free_tcp_port", "is_listening",
+__all__ = ["PAUSE_TIMEOUT", "TargetError", "Target", "free_tcp_port", "is_listening",
            "udp_ports_of_process_tree", "ports_of_process_tree", "why_cannot_start"]
 
 STOP_GRACE_SECONDS = 2.0
@@ -103,9 +103,10 @@ def is_listening(port, host="127.0.0.1"):
                for row in rows)
 
 
-def _all_stopped(pid):
-    """True when every thread of every process in ``pid``'s tree is stopped (T)
-    or gone."""
+def _thread_states(pid):
+    """The state letter of every thread of every process in ``pid``'s tree
+    (the third field of /proc/PID/task/TID/stat, proc(5)); gone ones are left out."""
+    states = []
     for process in _process_tree(pid):
         try:
             tasks = os.listdir(f"/proc/{process}/task")
@@ -114,10 +115,30 @@ def _all_stopped(pid):
         for task in tasks:
             try:
                 with open(f"/proc/{process}/task/{task}/stat") as stat:
-                    state = stat.read().rsplit(")", 1)[1].split()[0]
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
             except (OSError, IndexError):
                 continue
-            if state not in ("T", "t", "Z", "X"):
+    return states
+
+
+def _all_stopped(pid):
+    """True when every thread of every process in ``pid``'s tree is stopped (T)
+    or gone."""
+    return all(state in ("T", "t", "Z", "X") for state in _thread_states(pid))
+
+
+def _settled(pid):
+    """True when nothing in ``pid``'s tree runs (every thread sleeps, S in its
+    stat, proc(5): blocked in a system call, for a broker its wait for events)
+    and none of its TCP sockets holds what it has not taken: no unread bytes,
+    no connection waiting for accept() (rx_queue 0 in /proc/net/tcp and tcp6,
+    proc(5): for a listening socket that column is its accept backlog)."""
+    if not all(state == "S" for state in _thread_states(pid)):
+        return False
+    inodes = _socket_inodes(pid)
+    for table in ("tcp", "tcp6"):
+        for row in _proc_net_rows(table) or []:
+            if row[9] in inodes and int(row[4].split(":")[1], 16):
                 return False
     return True
 
@@ -148,6 +169,18 @@ def udp_ports_of_process_tree(pid):
 def ports_of_process_tree(pid, tables):
     """Local ports of the sockets a process (or its children) holds, in the
     /proc/net ``tables`` named (``udp``, ``udp6``, ``tcp``, ``tcp6``)."""
+    inodes = _socket_inodes(pid)
+    ports = set()
+    for table in tables:
+        for row in _proc_net_rows(table) or []:
+            if row[9] in inodes:
+                ports.add(int(row[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _socket_inodes(pid):
+    """The inode numbers (strings, as /proc/net lists them) of the sockets that
+    the processes of ``pid``'s tree hold, from their /proc/PID/fd links."""
     inodes = set()
     for member in _process_tree(pid):
         try:
@@ -157,12 +190,7 @@ def ports_of_process_tree(pid, tables):
                     inodes.add(link[8:-1])
         except OSError:
             continue
-    ports = set()
-    for table in tables:
-        for row in _proc_net_rows(table) or []:
-            if row[9] in inodes:
-                ports.add(int(row[1].rsplit(":", 1)[1], 16))
-    return ports
+    return inodes
 
 
 class Target:
@@ -212,16 +240,35 @@ class Target:
         except ProcessLookupError:
             pass
 
-    def pause(self, timeout=PAUSE_TIMEOUT):
+    def pause(self, timeout=PAUSE_TIMEOUT, settle=False):
         """SIGSTOP the process group and return once every thread of the target's
         process tree is stopped (state T in /proc/PID/task/TID/stat, proc(5)),
         or after ``timeout`` s: kill() returns before a busy process on another
         CPU has stopped, and what a step sends meanwhile must find it stopped.
-        The target runs no code until ``resume``."""
+        The target runs no code until ``resume``.
+
+        ``settle``: first wait (at most ``timeout`` s) until the target is
+        asleep with nothing unread (see ``_settled``), so that it stops in its
+        wait for events, not in the middle of a pass over them. Stopped mid-pass,
+        an epoll broker keeps the descriptors of that pass on its ready list in
+        that pass's order (level-triggered items go back to the list's tail,
+        fs/eventpoll.c ep_send_events), and on resume it reads a connection
+        that was ready before the pause ahead of one whose bytes came first
+        during it. Returns False when the target was still busy at the
+        timeout (it is paused anyway), else True."""
+        settled = True
+        if settle:
+            deadline = time.monotonic() + timeout
+            while not _settled(self.process.pid):
+                if time.monotonic() > deadline or self.returncode is not None:
+                    settled = False
+                    break
+                time.sleep(0.001)   # falling asleep is not an event we can wait on
         self._signal(signal.SIGSTOP)
         deadline = time.monotonic() + timeout
         while not _all_stopped(self.process.pid) and time.monotonic() < deadline:
             time.sleep(0.001)     # the group stop is not an event we can wait on
+        return settled
 
     def resume(self):
         self._signal(signal.SIGCONT)

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conformance.patterns import SpecError, match_line, substitute
 from conformance.wire import syslog_message
@@ -256,6 +257,60 @@ def test_a_shared_broker_skips_exchanges_that_need_a_fresh_one(fakes):
         broker.wait()
     assert code == 0, output
     assert "1 passed, 1 skipped" in output and "needs a fresh broker" in output
+
+
+# -- pause_broker stops a broker in its wait for events ----------------------
+
+# The late-deliveries mutant with every pass of its loop made 20 ms busy: a broker on a
+# loaded host, whose pass is long enough for several connections' bytes to come in one.
+SLOW_LATE_BROKER = r"""
+import sys, time
+sys.path.insert(0, sys.argv.pop(1))
+import _mutant
+import broker_deliveries_late
+from impl_select.broker import SelectBroker
+
+patched_init = SelectBroker.__init__
+
+def __init__(self, core, *args, **kwargs):
+    patched_init(self, core, *args, **kwargs)
+    next_deadline = core.next_deadline
+    def busy_end_of_pass():
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+        return next_deadline()
+    core.next_deadline = busy_end_of_pass
+
+SelectBroker.__init__ = __init__
+_mutant.run_broker()
+"""
+
+
+def test_pause_broker_catches_late_deliveries_even_when_the_broker_read_both_connections_in_one_pass(
+        tmp_path):
+    """LPL-008 with its first two writes held back until both are in (the broker reads the
+    worker's FETCH and the client's STATS in one pass, as a loaded CI host made it do):
+    pause_broker must still find the broker in its wait, else on resume it reads the worker's
+    STATS ahead of the client's JOB and the mutant passes (seen once in CI)."""
+    case = next(exchange for exchange in yaml.safe_load(
+        (REPO_ROOT / "spec" / "protocol.yaml").read_text())["exchanges"]
+        if exchange["id"] == "LPL-008")
+    steps = case["steps"]
+    first_expect = next(i for i, step in enumerate(steps) if "expect" in step)
+    case["steps"] = ([{"pause_broker": True}] + steps[:first_expect]
+                     + [{"resume_broker": True}] + steps[first_expect:])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"exchanges": [case]}))
+    (tmp_path / "slow_late_broker.py").write_text(SLOW_LATE_BROKER)
+    mutants = REPO_ROOT / "tests" / "mutants"
+    code, output = run_suite("--spec", str(spec), "--broker-cmd",
+                             f"{{python}} {tmp_path / 'slow_late_broker.py'} {mutants} "
+                             "{client_port} {worker_port}")
+    assert code == 1 and "expected: JOB {id:int} order matters" in output \
+        and "received: STATS" in output, (
+        "expected LPL-008 to fail the late-deliveries mutant with its JOB overtaken by the "
+        f"worker's STATS; the run said:\n{output}")
 
 
 # -- every step kind, against a spec of our own -------------------------------
