@@ -130,9 +130,10 @@ def _all_stopped(pid):
 def _settled(pid):
     """True when nothing in ``pid``'s tree runs (every thread sleeps, S in its
     stat, proc(5): blocked in a system call, for a broker its wait for events;
-    or is a zombie) and none of its TCP sockets holds what it has not taken: no unread bytes,
-    no connection waiting for accept() (rx_queue 0 in /proc/net/tcp and tcp6,
-    proc(5): for a listening socket that column is its accept backlog)."""
+    or is a zombie) and none of its TCP sockets holds what it has not taken:
+    no unread bytes, no connection waiting for accept() (rx_queue 0 in
+    /proc/net/tcp and tcp6, proc(5): for a listening socket that column is its
+    accept backlog)."""
     if not all(state in ("S", "Z", "X") for state in _thread_states(pid)):
         return False
     inodes = _socket_inodes(pid)

@@ -287,8 +287,7 @@ _mutant.run_broker()
 """
 
 
-def test_pause_broker_catches_late_deliveries_even_when_the_broker_read_both_connections_in_one_pass(
-        tmp_path):
+def test_pause_broker_catches_late_deliveries_after_a_pass_over_both_connections(tmp_path):
     """LPL-008 with its first two writes held back until both are in (the broker reads the
     worker's FETCH and the client's STATS in one pass, as a loaded CI host made it do):
     pause_broker must still find the broker in its wait, else on resume it reads the worker's

@@ -82,9 +82,10 @@ MUTANTS_TABLE = [
                      "i.e.: JOB 1 first", "received: JOB 3 third")),
     Mutant("id_issued_twice", broker="broker_id_twice.py", fails=("JOB-002",),
            messages=("expect on b\n", "expected: ID 2", "received: ID 1")),
-    # SYS-001 and SYS-007 fail only when no STATUS poll lands between the DONE and
-    # the worker's next FETCH, which hands the completed job out again (running):
-    # timing. A loaded CI host once let SYS-007's poll see "completed" in between.
+    # SYS-001 fails only when its STATUS poll lands while the completed job is
+    # handed out again (running): timing. SYS-007 fails only when no poll lands
+    # between the DONE and that next FETCH: timing too (a loaded CI host once let
+    # its poll see "completed" in between).
     Mutant("job_handed_to_two_workers", broker="broker_fetch_keeps_job.py",
            fails=("FET-002", "FET-003", "FET-005", "OWN-003", "OWN-004", "STS-001",
                   "LPL-004", "LIM-001", "SYS-003", "SYS-005",
