@@ -112,6 +112,8 @@ class ThreadedBroker:
             while not conn.closing:
                 data = sock.recv(READ_SIZE)
                 with lock:
+                    if conn.io is not peer:     # dropped by a sender: its jobs are requeued
+                        break
                     now = monotonic()
                     reply = core.receive(conn, data, now) if data else core.end_of_input(conn, now)
                     mark = self._recorded()
@@ -188,30 +190,29 @@ class ThreadedBroker:
                     sent = peer.sock.send(data, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     sent = 0
-                if sent < len(data):
-                    self._send_rest(peer, data, sent)
+                kept = sent == len(data) or self._send_rest(peer, data, sent)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
+                kept = False
+            if not kept:
                 outbox.clear()
-                _shut(peer.sock)
+        if not kept:                  # outside send_lock: _drop sends to other peers
+            self._drop(peer)
 
     def _send_rest(self, peer, data, sent):
         """Under send_lock: the kernel took only ``sent`` bytes of ``data``. While
         sendall waits for the rest, all of ``data`` stays in memory: it is charged
-        to the core's memory budget; past the budget the peer is shut down
-        instead. Raises OSError as sendall does."""
+        to the core's memory budget. Returns True once all is sent, False when it
+        does not fit the budget (the caller drops the peer). Raises OSError as
+        sendall does."""
         with self.lock:
-            charged = self.core.charge_output(peer.conn, len(data))
-            if not charged:
-                peer.conn.closing = True      # its reader must not answer an unfinished line
-        if not charged:
-            peer.outbox.clear()
-            _shut(peer.sock)
-            return
+            if not self.core.charge_output(peer.conn, len(data)):
+                return False
         try:
             peer.sock.sendall(memoryview(data)[sent:])
         finally:
             with self.lock:           # sent (or lost): no longer held
                 self.core.output_taken(peer.conn, len(data))
+        return True
 
     def _timer_loop(self):
         core = self.core
@@ -236,15 +237,38 @@ class ThreadedBroker:
                     continue
                 self.timer_wakeup.wait(0.5 if deadline is None else min(0.5, deadline - now))
 
+    def _forget(self, peer):
+        """Under the lock, once per peer: the core closes its connection (the jobs it
+        held go back to waiting). Returns the store mark and the peers that got
+        deliveries (a requeued job may wake a waiting FETCH), for _send_posted."""
+        mark, peers = 0, ()
+        if peer.conn.io is peer:
+            self.peers.discard(peer)
+            self.core.close(peer.conn, monotonic())
+            peer.conn.io = None
+            mark = self._recorded()
+            peers = self._post_deliveries(mark)
+        return mark, peers
+
+    def _drop(self, peer):
+        """A peer that does not read (over the memory budget, or a send failed): its
+        jobs go back first, then its socket is shut down, which ends its reader
+        thread (that closes the socket)."""
+        with self.lock:
+            mark, peers = self._forget(peer)
+        _shut(peer.sock)
+        self._send_posted(mark, *peers)
+
     def _close_peer(self, peer):
+        """Requeue what ``peer`` held, then close its socket: a peer that sees the close
+        (after a half-close) and at once FETCHes on a new connection must find its
+        jobs waiting (spec worker.ownership). Closed first, a FETCH handled by another
+        thread before this one took the lock got NOJOB (seen in CI). The same order
+        holds for _drop."""
+        with self.lock:
+            mark, peers = self._forget(peer)
         peer.sock.close()
         self.freed.set()
-        with self.lock:
-            self.peers.discard(peer)
-            peer.conn.io = None
-            self.core.close(peer.conn, monotonic())
-            mark = self._recorded()
-            peers = self._post_deliveries(mark)      # a requeued job may wake a waiting FETCH
         self._send_posted(mark, *peers)
 
     def _shutdown(self):

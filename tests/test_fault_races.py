@@ -21,14 +21,29 @@ read the JOB (the answer to its FETCH) before the STATS reply. The select
 broker queued the JOB for the end of its loop iteration and sent the STATS
 reply first; the threads broker sent it from the client's thread after
 releasing the lock, racing the worker's own thread.
+
+``test_threads_broker_requeues_before_the_holder_sees_the_close`` and
+``..._over_the_memory_budget``: a worker holding a job half-closes, or is
+dropped for not reading its replies; once it sees its connection end, a FETCH
+on a new connection must get that job. The threads broker closed (or shut
+down) the socket before taking the lock to requeue, so a FETCH on another
+thread could come first and get NOJOB (seen once in CI, in
+tests/test_fault_owed.py). In-process, so the order is checked where it is
+decided: when the core requeues, the socket must not have sent its FIN.
 """
 
+import contextlib
 import signal
+import socket
+import threading
 import time
 
 import pytest
 
-from tests.support import IMPLS, Broker, Wire
+from core.broker import CLIENT, WORKER, BrokerCore
+from impl_threads.broker import ThreadedBroker
+from shell.netutil import listen
+from tests.support import IMPLS, Broker, LineConnection, Wire, read_until_closed
 
 ROUNDS = 3000
 ORDER_ROUNDS = 400
@@ -106,3 +121,122 @@ def test_replies_keep_order_when_a_job_wakes_a_waiting_fetch(scene):
             f"{first!r} then {second!r}")
         assert client.line_or_eof(deadline) == f"ID {n}"
         assert worker.ask(f"DONE {n}", deadline) == "OK"
+
+
+# TCP states, include/net/tcp_states.h: the broker has sent no FIN in these.
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8
+
+
+def sent_no_fin(sock):
+    """True while ``sock`` is open and neither closed nor shut down for writing: its
+    peer cannot have seen the end of the connection (tcpi_state of TCP_INFO, tcp(7))."""
+    if sock.fileno() == -1:
+        return False
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+
+
+class CloseRecordingCore(BrokerCore):
+    """A BrokerCore (keyword arguments as BrokerCore's) that notes, at each ``close``,
+    whether the shell's socket for that connection was still open with no FIN sent
+    (``open_at_close``: a list of (port, bool), port CLIENT or WORKER, in call order)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.sockets = {}
+        self.open_at_close = []
+
+    def accepted(self, conn, address):
+        """ThreadedBroker's hook, called under its lock once ``conn.io`` is the peer."""
+        self.sockets[conn] = conn.io.sock
+
+    def close(self, conn, now=0.0):
+        self.open_at_close.append((conn.port, sent_no_fin(self.sockets.pop(conn))))
+        super().close(conn, now)
+
+
+@contextlib.contextmanager
+def threads_broker_in_process(core):
+    """A ThreadedBroker serving ``core`` on two free loopback ports, in this process;
+    yields (client port, worker port) and stops it afterwards."""
+    broker = ThreadedBroker(core, {CLIENT: listen("127.0.0.1", 0),
+                                   WORKER: listen("127.0.0.1", 0)})
+    serving = threading.Thread(target=broker.serve, daemon=True)
+    serving.start()
+    try:
+        yield tuple(broker.listeners[kind].getsockname()[1] for kind in (CLIENT, WORKER))
+    finally:
+        broker.stop()
+        serving.join(timeout=10)
+
+
+def submit_and_fetch(client_port, holder):
+    """Submit a job and FETCH it on ``holder`` (a LineConnection); returns its id."""
+    client = LineConnection(client_port)
+    try:
+        reply = client.request("JOB held at the close")
+    finally:
+        client.close()
+    assert reply.startswith("ID "), f"expected 'ID <n>', got {reply!r}"
+    job_id = int(reply.split()[1])
+    assert holder.request("FETCH") == f"JOB {job_id} held at the close"
+    return job_id
+
+
+def assert_fetched_next(worker_port, job_id, core):
+    """After the holder saw its connection end: a FETCH on a new connection gets
+    ``job_id``, and the core requeued it while the holder's socket was open."""
+    worker = LineConnection(worker_port)
+    try:
+        reply = worker.request("FETCH")
+    finally:
+        worker.close()
+    assert reply == f"JOB {job_id} held at the close", (
+        f"expected the closed holder's job {job_id} to be fetched next, got {reply!r}")
+    holder_open = [is_open for port, is_open in core.open_at_close if port == WORKER][:1]
+    assert holder_open == [True], (
+        "expected the holder's socket still open, no FIN sent, when the core closed its connection and "
+        "requeued its job (a FETCH after the close could otherwise come first and get "
+        f"NOJOB); (port, open) at each close so far: {core.open_at_close}")
+
+
+def test_threads_broker_requeues_before_the_holder_sees_the_close():
+    deadline = time.monotonic() + DEADLINE
+    core = CloseRecordingCore()
+    with threads_broker_in_process(core) as (client_port, worker_port):
+        holder = LineConnection(worker_port)
+        try:
+            job_id = submit_and_fetch(client_port, holder)
+            holder.sock.shutdown(socket.SHUT_WR)
+            rest = read_until_closed(holder.sock, deadline)
+        finally:
+            holder.close()
+        assert rest == b"", f"expected the close and nothing else after a half-close, got {rest!r}"
+        assert_fetched_next(worker_port, job_id, core)
+
+
+def test_threads_broker_requeues_before_it_shuts_a_holder_over_the_memory_budget():
+    deadline = time.monotonic() + DEADLINE
+    core = CloseRecordingCore(max_memory=8192)     # replies may hold 2,048 bytes
+    with threads_broker_in_process(core) as (client_port, worker_port):
+        holder = LineConnection(worker_port)
+        try:
+            holder.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            job_id = submit_and_fetch(client_port, holder)
+            holder.sock.settimeout(1.0)
+            batch, batches = b"STATS\n" * 100, 0    # ~8 KB of replies each, never read
+            while True:
+                assert time.monotonic() < deadline, (
+                    f"expected the broker to drop a worker that does not read its replies "
+                    f"past the memory budget; it still reads after {batches} batches of STATS")
+                try:
+                    holder.sock.sendall(batch)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                batches += 1
+            read_until_closed(holder.sock, deadline)
+        finally:
+            holder.close()
+        assert_fetched_next(worker_port, job_id, core)
