@@ -168,6 +168,8 @@ def threads_broker_in_process(core):
     finally:
         broker.stop()
         serving.join(timeout=10)
+        for sock in broker.listeners.values():
+            sock.close()
 
 
 def submit_and_fetch(client_port, holder):
