@@ -324,7 +324,11 @@ class BrokerCore:
         return b"" if reply is None else reply     # None: a FETCH <seconds> waits
 
     def _receive_lines(self, conn, data, now):
-        """receive()'s general way: every line of ``data``, one by one."""
+        """receive()'s general way: every line of ``data``, one by one. A connection
+        already closing (an ERR that ends it was sent, or the shell sheds it) gets
+        nothing more: a line read before the shell noticed is not answered."""
+        if conn.closing:
+            return b""
         framer = conn.framer
         # A line continued from an earlier read was not in this check.
         checked = not framer.has_partial() and chunk_is_plain(data)

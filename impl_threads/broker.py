@@ -154,27 +154,38 @@ class ThreadedBroker:
         return peers
 
     def _shed(self):
-        """Out of descriptors: shut down the connection the core chooses (its thread
-        then closes it and sets ``freed``). False: none may be shed."""
+        """Out of descriptors: close the connection the core chooses in the core and shut
+        its socket down (its thread then closes it and sets ``freed``). False: none
+        may be shed."""
         with self.lock:
             victims = [conn.io for conn in self.core.shed(monotonic(), 1) if conn.io is not None]
-            for peer in victims:
-                peer.conn.closing = True   # its reader must not answer an unfinished line
+            mark, posted = self._drop(victims)
             self.freed.clear()
-        for peer in victims:
-            _shut(peer.sock)
+        if posted:                         # none: the core sheds no connection holding a job
+            self._send_posted(mark, *posted)
         return bool(victims)
 
     def _send_posted(self, mark, *peers):
         """Outside the lock: once changes up to ``mark`` are durable, send what the
-        peers' queues hold. Whoever queued a reply sends it, or finds it sent."""
+        peers' queues hold. Whoever queued a reply sends it, or finds it sent. A
+        peer that does not take its replies (a send failed, or they do not fit the
+        memory budget) is dropped: the core closes it, which may requeue jobs and
+        post them to others, sent in the next round (a loop, not recursion: a run
+        of dead peers waiting in FETCH <seconds> may be long)."""
         store = self.core.store
-        if store is not None:
-            store.sync(mark)      # group commit: threads share it
-        for peer in peers:
-            self._flush(peer)
+        while True:
+            if store is not None:
+                store.sync(mark)      # group commit: threads share it
+            dropped = [peer for peer in peers if not self._flush(peer)]
+            if not dropped:
+                return
+            with self.lock:
+                dropped_mark, peers = self._drop(dropped)
+            mark = max(mark, dropped_mark)
 
     def _flush(self, peer):
+        """Send what ``peer``'s queue holds once durable, under its send_lock. False when
+        the peer must be dropped (by _send_posted, holding no lock)."""
         store, outbox = self.core.store, peer.outbox
         with peer.send_lock:
             synced = None if store is None else store.synced
@@ -182,7 +193,7 @@ class ThreadedBroker:
             while outbox and (synced is None or outbox[0][0] <= synced):
                 ready.append(outbox.popleft()[1])
             if not ready:
-                return
+                return True
             data = ready[0] if len(ready) == 1 else b"".join(ready)
             ready.clear()             # only data stays alive while a send waits
             try:
@@ -195,8 +206,7 @@ class ThreadedBroker:
                 kept = False
             if not kept:
                 outbox.clear()
-        if not kept:                  # outside send_lock: _drop sends to other peers
-            self._drop(peer)
+        return kept
 
     def _send_rest(self, peer, data, sent):
         """Under send_lock: the kernel took only ``sent`` bytes of ``data``. While
@@ -250,21 +260,25 @@ class ThreadedBroker:
             peers = self._post_deliveries(mark)
         return mark, peers
 
-    def _drop(self, peer):
-        """A peer that does not read (over the memory budget, or a send failed): its
-        jobs go back first, then its socket is shut down, which ends its reader
-        thread (that closes the socket)."""
-        with self.lock:
-            mark, peers = self._forget(peer)
-        _shut(peer.sock)
-        self._send_posted(mark, *peers)
+    def _drop(self, peers):
+        """Under the lock: _forget each of ``peers``, then shut its socket down (after
+        the core's close, so its jobs are back before its peer sees the FIN); its
+        reader thread then ends and closes it. Returns the highest store mark and
+        the peers that got deliveries, for _send_posted."""
+        mark, posted = 0, []
+        for peer in peers:
+            forgotten_mark, got = self._forget(peer)
+            _shut(peer.sock)
+            mark = max(mark, forgotten_mark)
+            posted.extend(got)
+        return mark, posted
 
     def _close_peer(self, peer):
         """Requeue what ``peer`` held, then close its socket: a peer that sees the close
         (after a half-close) and at once FETCHes on a new connection must find its
         jobs waiting (spec worker.ownership). Closed first, a FETCH handled by another
         thread before this one took the lock got NOJOB (seen in CI). The same order
-        holds for _drop."""
+        holds where a peer is dropped (_drop)."""
         with self.lock:
             mark, peers = self._forget(peer)
         peer.sock.close()

@@ -251,6 +251,27 @@ def test_a_line_left_unfinished_times_out():
     assert slow.closing and not quiet.closing
 
 
+def test_a_connection_being_closed_gets_no_more_answers():
+    """A shell may read a line from a connection the core has just decided to close
+    (ERR IDLE_TIMEOUT sent by a timer, or a shed victim): it must not be answered,
+    nor queue a job, after the reply that ended the connection."""
+    broker = BrokerCore(idle_timeout=10)
+    slow, worker = broker.open(CLIENT), broker.open(WORKER)
+    assert talk(broker, slow, b"JOB first\n") == ["ID 1"]
+    broker.receive(slow, b"JOB never ends", now=0.0)
+    broker.tick(11.0)
+    assert deliveries_to(broker, slow)[0].startswith("ERR IDLE_TIMEOUT ")
+    reply = broker.receive(slow, b"\nJOB after the timeout\nSTATUS 1\n", now=11.0)
+    assert reply == b"" and len(broker.texts) == 2, (
+        f"expected no reply and no job after ERR IDLE_TIMEOUT, got {reply!r} and "
+        f"{len(broker.texts) - 1} jobs")
+    shed = broker.open(WORKER)
+    shed.closing = True               # what a shell sets on the core's shed() choice
+    assert broker.receive(shed, b"FETCH\n", now=12.0) == b"" and 1 in broker.waiting, \
+        "expected a shed connection's FETCH unanswered and job 1 still waiting"
+    assert talk(broker, worker, b"FETCH\n") == ["JOB 1 first"]
+
+
 def test_auth_token_is_required_first_and_checked():
     broker = BrokerCore(token="s3cret")
     anonymous, wrong, right = (broker.open(CLIENT) for _ in range(3))

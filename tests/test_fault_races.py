@@ -22,6 +22,14 @@ broker queued the JOB for the end of its loop iteration and sent the STATS
 reply first; the threads broker sent it from the client's thread after
 releasing the lock, racing the worker's own thread.
 
+``test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers``: many
+workers wait in ``FETCH <seconds>`` on connections whose sends fail (peers
+reset before their reader threads ran). A job goes to each in turn and comes
+back each time; the threads broker did that by recursion (drop, requeue, send
+to the next, drop...), and about 330 dead fetchers in a row overflowed
+Python's stack, killed the thread and left the job held by a connection
+that never got it (found in review of the fix below).
+
 ``test_threads_broker_requeues_before_the_holder_sees_the_close`` and
 ``..._over_the_memory_budget``: a worker holding a job half-closes, or is
 dropped for not reading its replies; once it sees its connection end, a FETCH
@@ -43,7 +51,7 @@ import pytest
 from core.broker import CLIENT, WORKER, BrokerCore
 from impl_threads.broker import ThreadedBroker
 from shell.netutil import listen
-from tests.support import IMPLS, Broker, LineConnection, Wire, read_until_closed
+from tests.support import IMPLS, Broker, LineConnection, Wire, parse_stats, read_until_closed
 
 ROUNDS = 3000
 ORDER_ROUNDS = 400
@@ -242,3 +250,74 @@ def test_threads_broker_requeues_before_it_shuts_a_holder_over_the_memory_budget
         finally:
             holder.close()
         assert_fetched_next(worker_port, job_id, core)
+
+
+DEAD_FETCHERS = 400               # more than one thread's stack held when drops recursed
+
+
+class FailingSends:
+    """A socket whose send and sendall raise EPIPE once ``failing`` is set (a peer
+    that reset before its reader thread noticed); everything else is the socket's."""
+
+    failing = False
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def send(self, *args):
+        if FailingSends.failing:
+            raise BrokenPipeError(32, "Broken pipe (made to fail by the test)")
+        return self._sock.send(*args)
+
+    def sendall(self, *args):
+        if FailingSends.failing:
+            raise BrokenPipeError(32, "Broken pipe (made to fail by the test)")
+        return self._sock.sendall(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class DeadWorkersCore(BrokerCore):
+    """Wraps each worker connection's socket in FailingSends (ThreadedBroker's
+    ``accepted`` hook runs before the connection's thread starts)."""
+
+    def accepted(self, conn, address):
+        if conn.port == WORKER:
+            conn.io.sock = FailingSends(conn.io.sock)
+
+
+def test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers(monkeypatch):
+    deadline = time.monotonic() + DEADLINE
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook",
+                        lambda args: thread_errors.append(f"{args.thread.name}: {args.exc_type.__name__}"))
+    monkeypatch.setattr(FailingSends, "failing", False)
+    core = DeadWorkersCore(max_deliveries=DEAD_FETCHERS + 10)
+    conns = []
+    with threads_broker_in_process(core) as (client_port, worker_port):
+        try:
+            for _ in range(DEAD_FETCHERS):
+                worker = LineConnection(worker_port)
+                conns.append(worker)
+                # One write, so one read: once STATS is answered the FETCH waits.
+                worker.sock.sendall(b"STATS\nFETCH 60\n")
+            for worker in conns:
+                assert worker.read_line(deadline).startswith("STATS ")
+            FailingSends.failing = True
+            client, observer = LineConnection(client_port), LineConnection(client_port)
+            conns += [client, observer]
+            assert client.request("JOB passed along") == "ID 1"
+            while True:
+                stats = parse_stats(observer.request("STATS"))
+                if stats["workers"] == 0 or thread_errors or time.monotonic() > deadline:
+                    break
+            state = observer.request("STATUS 1")
+        finally:
+            for conn in conns:
+                conn.close()
+    assert not thread_errors and stats["workers"] == 0 and stats["waiting"] == 1 \
+        and state == "waiting", (
+            f"expected job 1 handed to each of {DEAD_FETCHERS} dead fetchers in turn, each "
+            f"closed, and the job waiting again with no thread failing; got {stats}, "
+            f"job 1 {state!r}, thread errors {thread_errors[:3]}")
