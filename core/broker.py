@@ -454,7 +454,7 @@ class BrokerCore:
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, conn = heapq.heappop(timers)
-            if conn.waiting_fetch == deadline:
+            if conn.waiting_fetch == deadline and not conn.closing:
                 self._end_wait(conn, _NOJOB, now)
         if self._lease_heap and self._lease_heap[0][0] <= now:
             self._expire_leases(now)
@@ -633,6 +633,8 @@ class BrokerCore:
                 self._hold(conn, backlog[index + 1:])
                 break
             replies.append(reply)
+            if conn.closing:                      # AUTH failed, MEMORY_FULL: ignore the rest
+                break
         return b"".join(replies)
 
     @staticmethod
@@ -673,11 +675,13 @@ class BrokerCore:
         return b"ID %d\n" % job_id
 
     def _hand_out(self, now):
-        """Give waiting jobs to workers whose FETCH <seconds> is waiting, oldest first."""
+        """Give waiting jobs to workers whose FETCH <seconds> is waiting, oldest first.
+        Never to a connection being closed (its ERR sent, the shell yet to close it):
+        the job would only come back, counted as a failed delivery."""
         fetchers = self.fetchers
         while fetchers and self.waiting:
             conn = fetchers.popleft()
-            if conn.waiting_fetch is not None:
+            if conn.waiting_fetch is not None and not conn.closing:
                 self._end_wait(conn, self._take_next(conn, now), now)
 
     def _status(self, conn, arg, now):

@@ -176,16 +176,25 @@ class ThreadedBroker:
         while True:
             if store is not None:
                 store.sync(mark)      # group commit: threads share it
-            dropped = [peer for peer in peers if not self._flush(peer)]
-            if not dropped:
+            posted = []
+            for peer in peers:
+                dropped = self._flush(peer)
+                if dropped is not None:
+                    mark = max(mark, dropped[0])
+                    posted.extend(dropped[1])
+                elif peer.conn.closing:
+                    # Its last reply is out (ERR IDLE_TIMEOUT, AUTH_FAILED...): wake its
+                    # reader, maybe blocked on an unfinished line, to close it; SHUT_RD
+                    # leaves sending intact.
+                    _shut(peer.sock, socket.SHUT_RD)
+            if not posted:
                 return
-            with self.lock:
-                dropped_mark, peers = self._drop(dropped)
-            mark = max(mark, dropped_mark)
+            peers = posted
 
     def _flush(self, peer):
-        """Send what ``peer``'s queue holds once durable, under its send_lock. False when
-        the peer must be dropped (by _send_posted, holding no lock)."""
+        """Send what ``peer``'s queue holds once durable, under its send_lock. None, or
+        when the peer does not take its replies, _drop's (mark, peers) after dropping
+        it: still under send_lock, so no reply follows one cut short."""
         store, outbox = self.core.store, peer.outbox
         with peer.send_lock:
             synced = None if store is None else store.synced
@@ -193,7 +202,7 @@ class ThreadedBroker:
             while outbox and (synced is None or outbox[0][0] <= synced):
                 ready.append(outbox.popleft()[1])
             if not ready:
-                return True
+                return None
             data = ready[0] if len(ready) == 1 else b"".join(ready)
             ready.clear()             # only data stays alive while a send waits
             try:
@@ -204,9 +213,11 @@ class ThreadedBroker:
                 kept = sent == len(data) or self._send_rest(peer, data, sent)
             except OSError:           # reset, or SO_SNDTIMEO ran out: it does not read
                 kept = False
-            if not kept:
+            if kept:
+                return None
+            with self.lock:
                 outbox.clear()
-        return kept
+                return self._drop([peer])
 
     def _send_rest(self, peer, data, sent):
         """Under send_lock: the kernel took only ``sent`` bytes of ``data``. While
@@ -236,12 +247,7 @@ class ThreadedBroker:
                     peers = self._post_deliveries(mark)
                     self.lock.release()
                     try:
-                        self._send_posted(mark, *peers)
-                        for peer in peers:
-                            if peer.conn.closing:
-                                # IDLE_TIMEOUT: wake its reader, which is blocked on an
-                                # unfinished line; SHUT_RD leaves sending intact.
-                                _shut(peer.sock, socket.SHUT_RD)
+                        self._send_posted(mark, *peers)   # wakes an IDLE_TIMEOUT's reader
                     finally:
                         self.lock.acquire()
                     continue
@@ -250,15 +256,15 @@ class ThreadedBroker:
     def _forget(self, peer):
         """Under the lock, once per peer: the core closes its connection (the jobs it
         held go back to waiting). Returns the store mark and the peers that got
-        deliveries (a requeued job may wake a waiting FETCH), for _send_posted."""
-        mark, peers = 0, ()
-        if peer.conn.io is peer:
-            self.peers.discard(peer)
-            self.core.close(peer.conn, monotonic())
-            peer.conn.io = None
-            mark = self._recorded()
-            peers = self._post_deliveries(mark)
-        return mark, peers
+        deliveries (a requeued job may wake a waiting FETCH), for _send_posted; None
+        when it was forgotten before."""
+        if peer.conn.io is not peer:
+            return None
+        self.peers.discard(peer)
+        self.core.close(peer.conn, monotonic())
+        peer.conn.io = None
+        mark = self._recorded()
+        return mark, self._post_deliveries(mark)
 
     def _drop(self, peers):
         """Under the lock: _forget each of ``peers``, then shut its socket down (after
@@ -267,10 +273,11 @@ class ThreadedBroker:
         the peers that got deliveries, for _send_posted."""
         mark, posted = 0, []
         for peer in peers:
-            forgotten_mark, got = self._forget(peer)
-            _shut(peer.sock)
-            mark = max(mark, forgotten_mark)
-            posted.extend(got)
+            forgotten = self._forget(peer)
+            if forgotten is not None:      # else closed already: its socket may be gone
+                _shut(peer.sock)
+                mark = max(mark, forgotten[0])
+                posted.extend(forgotten[1])
         return mark, posted
 
     def _close_peer(self, peer):
@@ -280,7 +287,7 @@ class ThreadedBroker:
         thread before this one took the lock got NOJOB (seen in CI). The same order
         holds where a peer is dropped (_drop)."""
         with self.lock:
-            mark, peers = self._forget(peer)
+            mark, peers = self._forget(peer) or (0, ())
         peer.sock.close()
         self.freed.set()
         self._send_posted(mark, *peers)

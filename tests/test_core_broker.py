@@ -272,6 +272,41 @@ def test_a_connection_being_closed_gets_no_more_answers():
     assert talk(broker, worker, b"FETCH\n") == ["JOB 1 first"]
 
 
+def test_a_waiting_fetch_on_a_connection_being_closed_gets_no_job():
+    """ERR IDLE_TIMEOUT (an unfinished line behind a waiting FETCH) ends the wait: a JOB
+    submitted before the shell closes the connection goes to a live worker, not to
+    it (where it would come back counted as a failed delivery), and the FETCH's own
+    time running out answers nothing after the ERR."""
+    broker = BrokerCore(idle_timeout=10)
+    timed_out, client = broker.open(WORKER), broker.open(CLIENT)
+    assert broker.receive(timed_out, b"FETCH 60\nunfinis", now=0.0) == b""
+    broker.tick(11.0)
+    assert deliveries_to(broker, timed_out)[0].startswith("ERR IDLE_TIMEOUT ")
+    assert talk(broker, client, b"JOB for a live worker\n") == ["ID 1"]
+    assert broker.deliveries == [] and not timed_out.held, (
+        f"expected no JOB for a timed-out connection, got {broker.deliveries} (held "
+        f"{sorted(timed_out.held)})")
+    broker.tick(61.0)
+    assert broker.deliveries == [], f"expected no NOJOB after ERR IDLE_TIMEOUT, got {broker.deliveries}"
+    assert talk(broker, broker.open(WORKER), b"FETCH\n") == ["JOB 1 for a live worker"]
+
+
+def test_lines_held_behind_a_waiting_fetch_stop_at_the_one_that_closes():
+    """A worker waits in FETCH <seconds> with AUTH <wrong token> and FETCH held behind it:
+    when a JOB ends the wait, AUTH_FAILED closes the connection and the FETCH after it
+    is not answered (it would take a job for a connection about to close)."""
+    broker = BrokerCore(token=b"tok")
+    worker, client = broker.open(WORKER), broker.open(CLIENT)
+    assert talk(broker, worker, b"AUTH tok\n") == ["OK"]
+    assert talk(broker, client, b"AUTH tok\n") == ["OK"]
+    assert broker.receive(worker, b"FETCH 60\nAUTH bad\nFETCH\n", now=1.0) == b""
+    assert talk(broker, client, b"JOB a\nJOB b\n") == ["ID 1", "ID 2"]
+    replies = deliveries_to(broker, worker)
+    assert len(replies) == 2 and replies[0] == "JOB 1 a" and replies[1].startswith("ERR AUTH_FAILED "), (
+        f"expected JOB 1, then ERR AUTH_FAILED and nothing more, got {replies}")
+    assert list(broker.waiting) == [2], f"expected job 2 still waiting, got {list(broker.waiting)}"
+
+
 def test_auth_token_is_required_first_and_checked():
     broker = BrokerCore(token="s3cret")
     anonymous, wrong, right = (broker.open(CLIENT) for _ in range(3))

@@ -30,6 +30,22 @@ to the next, drop...), and about 330 dead fetchers in a row overflowed
 Python's stack, killed the thread and left the job held by a connection
 that never got it (found in review of the fix below).
 
+``test_threads_broker_sends_nothing_after_a_reply_cut_short``: the kernel
+takes part of a worker's JOB reply and the rest of the send fails; meanwhile
+another thread hands that worker a second job. The worker must get the cut
+reply and the close, never the second JOB glued to the first (which it would
+read as one job with a garbled text), and both jobs are waiting again. Review
+of the fix below found a narrower window, a delivery posted between the
+failed send and the drop, shown with a delay put into the broker; the broker
+now drops the peer before it lets go of its send lock. This test checks the
+outcome; it does not hold that window open.
+
+``test_closing_reply_ends_the_connection_and_requeues`` (both brokers): a JOB
+ends a waiting FETCH whose held line is a wrong AUTH: the worker gets the
+JOB, ERR AUTH_FAILED, then the close, and the job is waiting again. The
+threads broker left that connection open (its reader blocked in recv), the
+job held by a worker that could no longer be answered.
+
 ``test_threads_broker_requeues_before_the_holder_sees_the_close`` and
 ``..._over_the_memory_budget``: a worker holding a job half-closes, or is
 dropped for not reading its replies; once it sees its connection end, a FETCH
@@ -321,3 +337,88 @@ def test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers(monkeypat
             f"expected job 1 handed to each of {DEAD_FETCHERS} dead fetchers in turn, each "
             f"closed, and the job waiting again with no thread failing; got {stats}, "
             f"job 1 {state!r}, thread errors {thread_errors[:3]}")
+
+
+class CutShortThenFails:
+    """A worker socket whose first send of a ``JOB 1`` reply takes 8 bytes, and whose
+    next sendall, before failing as an SO_SNDTIMEO timeout, runs ``meanwhile()``
+    (set by the test) on the sending thread."""
+
+    meanwhile = None
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def send(self, data, *flags):
+        data = bytes(data)
+        if CutShortThenFails.meanwhile is not None and data.startswith(b"JOB 1 "):
+            return self._sock.send(data[:8], *flags)
+        return self._sock.send(data, *flags)
+
+    def sendall(self, data, *args):
+        meanwhile, CutShortThenFails.meanwhile = CutShortThenFails.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+            raise TimeoutError(11, "Resource temporarily unavailable (made to fail by the test)")
+        return self._sock.sendall(data, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class CutShortCore(BrokerCore):
+    def accepted(self, conn, address):
+        if conn.port == WORKER:
+            conn.io.sock = CutShortThenFails(conn.io.sock)
+
+
+def test_threads_broker_sends_nothing_after_a_reply_cut_short(monkeypatch):
+    deadline = time.monotonic() + DEADLINE
+    with threads_broker_in_process(CutShortCore()) as (client_port, worker_port):
+        client, observer = LineConnection(client_port), LineConnection(client_port)
+        worker = LineConnection(worker_port)
+        try:
+            assert client.request("JOB first-job-text") == "ID 1"
+            second = []
+            # While the JOB 1 reply is cut short: a second job for the same worker, whose
+            # FETCH 60 waits; its thread queues the JOB 2 reply and waits for the send lock.
+            monkeypatch.setattr(CutShortThenFails, "meanwhile",
+                                lambda: second.append(client.request("JOB second")))
+            worker.sock.sendall(b"FETCH\nFETCH 60\n")
+            received = read_until_closed(worker.sock, deadline)
+            states = [observer.request(f"STATUS {n}") for n in (1, 2)]
+        finally:
+            for conn in (client, observer, worker):
+                conn.close()
+    assert second == ["ID 2"], f"expected the second JOB accepted meanwhile, got {second}"
+    assert received == b"JOB 1 fi", (
+        f"expected the cut reply b'JOB 1 fi' and then the close, got {received!r}")
+    assert states == ["waiting", "waiting"], (
+        f"expected both jobs waiting again once the worker's connection closed, got {states}")
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=[impl.split("_", 1)[1] for impl in IMPLS])
+def test_closing_reply_ends_the_connection_and_requeues(impl, tmp_path):
+    deadline = time.monotonic() + DEADLINE
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    broker = Broker(impl, "--token-file", str(token))
+    conns = []
+    try:
+        client, worker = LineConnection(broker.client_port), LineConnection(broker.worker_port)
+        conns += [client, worker]
+        assert client.request("AUTH tok") == "OK" and worker.request("AUTH tok") == "OK"
+        # One write, so one read: once STATS is answered, FETCH 60 waits with AUTH behind it.
+        worker.sock.sendall(b"STATS\nFETCH 60\nAUTH wrong\n")
+        assert worker.read_line(deadline).startswith("STATS ")
+        assert client.request("JOB a") == "ID 1"
+        lines = read_until_closed(worker.sock, deadline).decode().splitlines()
+        assert len(lines) == 2 and lines[0] == "JOB 1 a" and lines[1].startswith("ERR AUTH_FAILED"), (
+            f"[{impl}] expected 'JOB 1 a', 'ERR AUTH_FAILED ...' and then the close, got {lines}")
+        state = client.request("STATUS 1")
+        assert state == "waiting", (
+            f"[{impl}] expected job 1 waiting once the broker closed its holder, got {state!r}")
+    finally:
+        for conn in conns:
+            conn.close()
+        broker.close()
