@@ -285,9 +285,12 @@ class ThreadedBroker:
         (after a half-close) and at once FETCHes on a new connection must find its
         jobs waiting (spec worker.ownership). Closed first, a FETCH handled by another
         thread before this one took the lock got NOJOB (seen in CI). The same order
-        holds where a peer is dropped (_drop)."""
+        holds where a peer is dropped (_drop). Replies another thread queued for it
+        (the JOB and ERR AUTH_FAILED of a wait that thread ended) are sent before
+        the close: its reader can see ``closing`` and come here first."""
         with self.lock:
             mark, peers = self._forget(peer) or (0, ())
+        self._send_posted(mark, peer)     # nothing is queued for it after _forget
         peer.sock.close()
         self.freed.set()
         self._send_posted(mark, *peers)
