@@ -61,6 +61,7 @@ class SqliteStore:
         self._sync_lock = threading.Lock()               # one transaction at a time
         self.recorded = 0     # changes handed in so far
         self.synced = 0       # changes on disk
+        self._failure = None  # the sqlite3.Error a commit failed with, once one has
 
     def _migrate(self):
         """Bring a version 1 file (no failures/buried columns) to the current schema."""
@@ -103,7 +104,8 @@ class SqliteStore:
 
     def sync(self, upto=None):
         """Make every change up to number ``upto`` (default: all so far) durable.
-        Raises sqlite3.Error when it cannot (nothing of this batch is then on disk)."""
+        Raises sqlite3.Error when it cannot (nothing of this batch is then on disk),
+        and again at every later sync: what that batch held never counts as synced."""
         if upto is None:
             upto = self.recorded
         if self.synced >= upto:
@@ -111,6 +113,10 @@ class SqliteStore:
         with self._sync_lock:
             if self.synced >= upto:          # another thread's commit covered ours
                 return
+            if self._failure is not None:
+                # The failed batch was taken from the pending lists: a later commit
+                # that succeeded would count it as on disk (and its replies went out).
+                raise type(self._failure)(*self._failure.args)
             with self._pending_lock:
                 added, self._added = self._added, []
                 completed, self._completed = self._completed, []
@@ -127,12 +133,11 @@ class SqliteStore:
                     self.db.executemany("UPDATE jobs SET completed = 1 WHERE id = ?",
                                         completed)
                 self.db.execute("COMMIT")
-            except sqlite3.Error:
-                # Leave no transaction open: the next sync (another thread, close)
-                # then fails for the same reason, not with "cannot start a
-                # transaction within a transaction".
+            except sqlite3.Error as error:
+                # Leave no transaction open, and fail every later sync the same way.
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
+                self._failure = error
                 raise
             self.synced = through
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from shell.store import open_store
 from tests.support import IMPLS, Broker, LineConnection, Process, SyslogListener
 from tests.test_startup_errors import assert_one_line, closed_port, run
 
@@ -256,6 +257,26 @@ def test_broker_whose_store_fails_says_so_and_exits_1(impl, tmp_path):
         if client is not None:
             client.close()
         broker.close()
+
+
+def test_store_that_failed_a_commit_fails_every_later_sync(tmp_path):
+    """The batch a failed commit held is gone from the pending lists: a later commit
+    that succeeds (here the database is writable again) must not count it as on disk,
+    or the threads broker, syncing again while it closes a connection, sent the ID of
+    a job the store never took."""
+    store = open_store(f"sqlite:{tmp_path / 'jobs.db'}")
+    try:
+        store.add(1, b"lost")
+        store.db.execute("PRAGMA query_only = ON")       # the commit fails: read-only
+        with pytest.raises(sqlite3.Error):
+            store.sync()
+        store.db.execute("PRAGMA query_only = OFF")
+        store.add(2, b"after")
+        with pytest.raises(sqlite3.Error):
+            store.sync()
+        assert store.synced == 0, f"expected nothing counted as synced, got {store.synced}"
+    finally:
+        store.db.close()
 
 
 def test_second_broker_on_the_same_store_refuses_to_start(tmp_path):
