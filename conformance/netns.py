@@ -47,6 +47,22 @@ def _write(path, text):
         f.write(text)
 
 
+# The contract's default ports (DESIGN.md: clients 50000, workers 50001, words 30000,
+# syslog 30001), kept out of the namespace's ephemeral range: an outgoing connection
+# that drew one of them held it in TIME_WAIT for a minute, and a broker started on the
+# defaults could not listen there (seen in CI). ip(7): ip_local_reserved_ports, a
+# setting of each network namespace.
+RESERVED_PORTS = "30000-30001,50000-50001"
+
+
+def _reserve_default_ports():
+    """Best effort: a user namespace may not be allowed to write the setting."""
+    try:
+        _write("/proc/sys/net/ipv4/ip_local_reserved_ports", RESERVED_PORTS)
+    except OSError:
+        pass
+
+
 def _setup_loopback():
     ip = shutil.which("ip") or next(
         (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
@@ -113,6 +129,7 @@ def enter_private_netns():
             except OSError:
                 pass
             return False
+        _reserve_default_ports()
         _entered = True
         return True
     except OSError as exc:
