@@ -69,6 +69,7 @@ from impl_threads.broker import ThreadedBroker
 from shell.netutil import listen
 from tests.support import IMPLS, Broker, LineConnection, Wire, parse_stats, read_until_closed
 
+IDS = [impl.split("_", 1)[1] for impl in IMPLS]
 ROUNDS = 3000
 ORDER_ROUNDS = 400
 DEADLINE = 60.0
@@ -102,7 +103,7 @@ class Scene:
         self.broker.close()
 
 
-@pytest.fixture(params=IMPLS, ids=[impl.split("_", 1)[1] for impl in IMPLS])
+@pytest.fixture(params=IMPLS, ids=IDS)
 def scene(request):
     scene = Scene(request.param)
     yield scene
@@ -271,14 +272,35 @@ def test_threads_broker_requeues_before_it_shuts_a_holder_over_the_memory_budget
 DEAD_FETCHERS = 400               # more than one thread's stack held when drops recursed
 
 
-class FailingSends:
-    """A socket whose send and sendall raise EPIPE once ``failing`` is set (a peer
-    that reset before its reader thread noticed); everything else is the socket's."""
-
-    failing = False
+class SocketProxy:
+    """A socket whose methods a subclass overrides; everything else is the socket's."""
 
     def __init__(self, sock):
         self._sock = sock
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class WorkerSocketsCore(BrokerCore):
+    """A BrokerCore (keyword arguments as BrokerCore's) whose threads broker talks to
+    each worker through ``proxy(socket)`` (ThreadedBroker's ``accepted`` hook runs
+    before the connection's thread starts)."""
+
+    def __init__(self, proxy, **options):
+        super().__init__(**options)
+        self.proxy = proxy
+
+    def accepted(self, conn, address):
+        if conn.port == WORKER:
+            conn.io.sock = self.proxy(conn.io.sock)
+
+
+class FailingSends(SocketProxy):
+    """send and sendall raise EPIPE once ``failing`` is set (a peer that reset
+    before its reader thread noticed)."""
+
+    failing = False
 
     def send(self, *args):
         if FailingSends.failing:
@@ -290,18 +312,6 @@ class FailingSends:
             raise BrokenPipeError(32, "Broken pipe (made to fail by the test)")
         return self._sock.sendall(*args)
 
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class DeadWorkersCore(BrokerCore):
-    """Wraps each worker connection's socket in FailingSends (ThreadedBroker's
-    ``accepted`` hook runs before the connection's thread starts)."""
-
-    def accepted(self, conn, address):
-        if conn.port == WORKER:
-            conn.io.sock = FailingSends(conn.io.sock)
-
 
 def test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers(monkeypatch):
     deadline = time.monotonic() + DEADLINE
@@ -309,7 +319,7 @@ def test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers(monkeypat
     monkeypatch.setattr(threading, "excepthook",
                         lambda args: thread_errors.append(f"{args.thread.name}: {args.exc_type.__name__}"))
     monkeypatch.setattr(FailingSends, "failing", False)
-    core = DeadWorkersCore(max_deliveries=DEAD_FETCHERS + 10)
+    core = WorkerSocketsCore(FailingSends, max_deliveries=DEAD_FETCHERS + 10)
     conns = []
     with threads_broker_in_process(core) as (client_port, worker_port):
         try:
@@ -339,15 +349,12 @@ def test_threads_broker_passes_a_job_along_a_long_run_of_dead_fetchers(monkeypat
             f"job 1 {state!r}, thread errors {thread_errors[:3]}")
 
 
-class CutShortThenFails:
-    """A worker socket whose first send of a ``JOB 1`` reply takes 8 bytes, and whose
-    next sendall, before failing as an SO_SNDTIMEO timeout, runs ``meanwhile()``
-    (set by the test) on the sending thread."""
+class CutShortThenFails(SocketProxy):
+    """The first send of a ``JOB 1`` reply takes 8 bytes, and the next sendall, before
+    failing as an SO_SNDTIMEO timeout, runs ``meanwhile()`` (set by the test) on the
+    sending thread."""
 
     meanwhile = None
-
-    def __init__(self, sock):
-        self._sock = sock
 
     def send(self, data, *flags):
         data = bytes(data)
@@ -362,19 +369,10 @@ class CutShortThenFails:
             raise TimeoutError(11, "Resource temporarily unavailable (made to fail by the test)")
         return self._sock.sendall(data, *args)
 
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class CutShortCore(BrokerCore):
-    def accepted(self, conn, address):
-        if conn.port == WORKER:
-            conn.io.sock = CutShortThenFails(conn.io.sock)
-
 
 def test_threads_broker_sends_nothing_after_a_reply_cut_short(monkeypatch):
     deadline = time.monotonic() + DEADLINE
-    with threads_broker_in_process(CutShortCore()) as (client_port, worker_port):
+    with threads_broker_in_process(WorkerSocketsCore(CutShortThenFails)) as (client_port, worker_port):
         client, observer = LineConnection(client_port), LineConnection(client_port)
         worker = LineConnection(worker_port)
         try:
@@ -397,7 +395,7 @@ def test_threads_broker_sends_nothing_after_a_reply_cut_short(monkeypatch):
         f"expected both jobs waiting again once the worker's connection closed, got {states}")
 
 
-@pytest.mark.parametrize("impl", IMPLS, ids=[impl.split("_", 1)[1] for impl in IMPLS])
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
 def test_closing_reply_ends_the_connection_and_requeues(impl, tmp_path):
     deadline = time.monotonic() + DEADLINE
     token = tmp_path / "token"
