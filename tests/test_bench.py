@@ -568,6 +568,31 @@ def test_remaining_time_splits_select_by_the_shell():
         assert needle in text, f"expected {needle!r} in the section, got:\n{text}"
 
 
+def test_remaining_time_says_whether_the_cores_instructions_grow_with_connections():
+    """Where the core's part of the CPU grows from 16 clients to 256, the section
+    gives the core's instructions per request (select − shell) at both, and says the
+    work does not grow when they are within the counts' own spread."""
+    from tools.bench import corecost
+    costs = corecost.measure(calls=200)
+    rows = _rows() + [
+        _row("closed", "16", "shell", 100_000, 2.0, 0.84, connections=16),
+        _row("closed", "256", "floor", 100_000, 2.0, 0.8, connections=256),
+        _row("closed", "256", "shell", 100_000, 2.0, 0.8, connections=256),
+        _row("closed", "256", "select", 100_000, 2.0, 0.95, connections=256)]
+    counts = {("floor", 16): 8300.0, ("shell", 16): 10200.0, ("select", 16): 15200.0,
+              ("floor", 256): 8100.0, ("shell", 256): 10100.0, ("select", 256): 15200.0}
+    costs["instructions"] = {"message": "valgrind found", "small": 2000, "large": 12000,
+                             "counts": counts}
+    text = "\n".join(report._remaining_time(rows, costs))
+    needle = ("select − shell counted above: 5,000 with 16 connections, 5,100 with 256; "
+              "the work does not grow, so its cost does")
+    assert needle in text, f"expected {needle!r} in the section, got:\n{text}"
+    counts["select", 256] = 16000.0
+    text = "\n".join(report._remaining_time(rows, costs))
+    assert "5,900 with 256;" in text and "the work does not grow" not in text, \
+        f"expected 5,900 instructions at 256 and no claim that the work stays, got:\n{text}"
+
+
 def test_remaining_time_takes_least_runs_and_states_their_spread():
     """The split uses each broker's least run (a neighbour's load only adds) and
     says how far one broker's runs spread, so a reader knows what is noise."""

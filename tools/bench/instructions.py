@@ -7,15 +7,15 @@ each row's runs), more than the distance to a target; the count of instructions
 a broker executes for the same requests does not depend on its neighbours. Each
 broker runs under ``valgrind --tool=cachegrind --cache-sim=no`` (valgrind(1),
 cg_annotate(1): ``I refs``, the instructions executed in user space) twice, for
-SMALL and for LARGE requests after the same start-up, and the difference over
-LARGE - SMALL requests is its count per request, start-up and shutdown cancelled
-out. The kernel's work (epoll, recv, send: the same system calls for the three) is
+SMALL and for LARGE requests after the same start-up (each rounded down to whole
+rounds of the connections), and the difference over the difference in requests
+is its count per request, start-up and shutdown cancelled out. The kernel's work (epoll, recv, send: the same system calls for the three) is
 not counted, so the counts rank the Python each broker runs per request, not its
 whole CPU time.
 
 The load: CONNECTIONS in lockstep, each writing one ``JOB <25 bytes>`` and all
 then reading their replies, so that with 16 connections a wake-up finds all 16
-requests (the broker is slowed some 50 times under valgrind), and a count
+requests (256 connections: whether the work per request grows with them) (the broker is slowed some 50 times under valgrind), and a count
 differs from one run to the next by about 2 % (hash seeds, the collector).
 """
 
@@ -32,7 +32,7 @@ from .servers import FLOOR, SHELL, BrokerError, OurBroker, install_package
 
 SMALL, LARGE = 2_000, 12_000
 BROKERS = (FLOOR, SHELL, "select")
-CONNECTIONS = (1, 16)
+CONNECTIONS = (1, 16, 256)
 REQUEST = b"JOB " + PAYLOAD + b"\n"
 REPLY_TIMEOUT = 60.0        # seconds: valgrind slows the broker some 50 times
 _I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -90,9 +90,10 @@ def measure(report=print, install=True, small=SMALL, large=LARGE):
     try:
         for connections in CONNECTIONS:
             for name in BROKERS:
-                low = count(name, small, connections, valgrind)
-                high = count(name, large, connections, valgrind)
-                counts[name, connections] = (high - low) / (large - small)
+                # Whole rounds of lockstep requests: count() sends requests // connections.
+                lots = [n // connections * connections for n in (small, large)]
+                low, high = (count(name, n, connections, valgrind) for n in lots)
+                counts[name, connections] = (high - low) / (lots[1] - lots[0])
                 report(f"  instructions {name:7} {connections:3} connections: "
                        f"{counts[name, connections]:,.0f} per request")
     except (BrokerError, loadgen.LoadError, OSError, subprocess.SubprocessError) as error:

@@ -463,14 +463,28 @@ def _remaining_time(rows, costs):
                  f"per request and the shell's by "
                  f"{gap_ns('shell', 'floor', 256) - gap_ns('shell', 'floor', 16):+,.0f} ns "
                  "(each broker's runs are in the closed loop's notes)")
+        counted = (costs.get("instructions") or {}).get("counts", {})
+        core_work = {c: counted[("select", c)] - counted[("shell", c)] for c in (16, 256)
+                     if ("select", c) in counted and ("shell", c) in counted}
         if core_change > 0:
             text += (". Where the core's part grows, the likely cause is the cache: the core "
                      "reads a connection's state (its role's handlers, its partial-line and "
                      "waiting-fetch marks) and appends to the job table, and with 256 "
                      "connections less of that stays in the cache between two requests of one "
                      "connection than with 16, which the in-process timing (one warm "
-                     "connection) does not see (inferred: this virtual machine exposes no "
-                     "hardware counters to count the misses)")
+                     "connection) does not see")
+            if len(core_work) == 2:
+                # Counts vary by about 2 % from one to the next (instructions.py).
+                same = abs(core_work[256] - core_work[16]) <= 0.03 * core_work[16]
+                text += (f" (the core's instructions per request, select − shell counted "
+                         f"above: {core_work[16]:,.0f} with 16 connections, "
+                         f"{core_work[256]:,.0f} with 256"
+                         + ("; the work does not grow, so its cost does" if same else "")
+                         + "; this virtual machine exposes no hardware counters to count "
+                           "the misses themselves)")
+            else:
+                text += (" (inferred: this virtual machine exposes no hardware counters to "
+                         "count the misses)")
         scale = gap_ns("select", "shell", 256) / (job_ns - floor_ns)
         spare = max(0.0, job_ns - steps_ns) * scale / 1e9
         least = per_request("select", 256) - spare
