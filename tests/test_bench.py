@@ -490,6 +490,15 @@ def _bench(tmp_path, *args):
     return output.read_text()
 
 
+def test_rounds_option_sets_the_runs_per_broker(tmp_path):
+    """--rounds N: each broker runs N times in the closed loop and the cycle, and
+    the report says so (its rows name the median of N runs)."""
+    text = _bench(tmp_path, "--brokers", "select", "--scenarios", "closed", "--rounds", "2")
+    assert "- Closed loop and job cycle: 2 runs per broker" in text and \
+        "median of 2 runs by CPU" in text, \
+        f"expected 2 runs per broker stated and used, got:\n{text[:3000]}"
+
+
 def _brokers_of(text, section):
     """The broker column of the table under ``## section``."""
     part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]

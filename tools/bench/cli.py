@@ -9,13 +9,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.grammar import parse_seconds
+from core.grammar import parse_seconds, parse_whole
 from core.options import UsageParser, number_type
 
 from . import corecost, instructions, loadgen, procstat, profiling, report
 from .scenarios import ALIASES, SCENARIOS, Bench, Config
 from .servers import (ALL_BROKERS, OUR_BROKERS, ROOT, Broker, BrokerError, beanstalkd_version,
                       find_beanstalkd, resolve_revision, split_cpus, split_revision)
+
+MAX_ROUNDS = 25        # closed loop and cycle at 25 rounds: about an hour with every broker
 
 EPILOG = """\
 scenarios: closed (submit, closed loop: 1, 16, 256 clients), pipelined (batches
@@ -79,6 +81,12 @@ def parse_args(argv):
     parser.add_argument("--duration", type=number_type(parse_seconds, positive=True, high=60),
                         help="seconds of each time-bounded run, at most 60 "
                              "(default 3, --quick 0.3)")
+    parser.add_argument("--rounds", type=number_type(parse_whole, 1, MAX_ROUNDS,
+                                                     what="a number of rounds"),
+                        help="runs per broker in the closed loop and the job cycle, the "
+                             "brokers taking turns, the median kept; more rounds narrow "
+                             "the median where runs spread, at 3 s a run per broker each "
+                             f"(1 to {MAX_ROUNDS}; default 5, --quick 1)")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
                         help="the report to write (default: BENCHMARKS.md in the checkout)")
     parser.add_argument("--plots-dir", default=str(ROOT / "benchmarks"),
@@ -166,6 +174,8 @@ def main(argv=None):
     config = Config.quick() if args.quick else Config.full()
     if args.duration is not None:
         config.duration = args.duration
+    if args.rounds is not None:
+        config.rounds = args.rounds
     started = time.monotonic()
     # A bench started in the background (nohup, &) inherits SIGINT ignored, and an
     # ignored signal stays ignored across exec: the floor and the original, which
