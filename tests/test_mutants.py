@@ -105,6 +105,15 @@ MUTANTS_TABLE = [
     Mutant("requeue_at_tail", broker="broker_requeue_at_tail.py", fails=("OWN-003", "OWN-004"),
            messages=("expected: JOB {a} dropped", "i.e.: JOB 1 dropped",
                      "received: JOB 2 queued")),
+    # The one-shot client of the assignment: JOB, ID, exit. ERR-011's long line
+    # closes the connection its job came on (needs: [JOB-004]).
+    Mutant("jobs_dropped_with_their_client", broker="broker_client_close_drops.py",
+           fails=("JOB-004", "ERR-011"),
+           messages=("expect on d\n", "expected: waiting", "received: unknown")),
+    Mutant("completed_job_requeued_with_its_worker", broker="broker_done_requeued_on_close.py",
+           fails=("DON-006",),
+           messages=("expect on v\n", "expected: JOB {b} next one", "i.e.: JOB 2 next one",
+                     "received: JOB 1 run once")),
     Mutant("commands_case_sensitive", broker="broker_case_sensitive.py", fails=("FRM-004",),
            messages=("c C> job lower case", "expected: ID {id:int}",
                      "received: ERR UNKNOWN_COMMAND unknown command 'job'")),
@@ -159,6 +168,11 @@ MUTANTS_TABLE = [
            messages=("expect words: missing word 'a\\xa0b'", "received from w: a b end")),
     Mutant("no_reconnect_after_broker_drops", worker="worker_no_reconnect.py",
            fails=("WRK-006", "WRK-011"),
+           messages=("close c1\n", ": accept_worker c2\n",
+                     "received: no connection within 10.0 s")),
+    # A student's `while readline() != "OK"`: EOF between DONE and OK never ends it.
+    Mutant("hangs_when_the_broker_closes_before_ok", worker="worker_hangs_awaiting_ok.py",
+           fails=("WRK-015",),
            messages=("close c1\n", ": accept_worker c2\n",
                      "received: no connection within 10.0 s")),
     # Logs "fetching job N" when the JOB arrives instead of before every FETCH.
