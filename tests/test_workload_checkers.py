@@ -195,6 +195,30 @@ def test_status_backwards_and_stale():
     assert "DONE 3 acknowledged at 0.090 s, then STATUS 3 answered running" == anomaly["text"]
 
 
+def test_a_job_handed_out_after_its_done_was_acknowledged():
+    """At-least-once allows a second run only while the completion is not
+    acknowledged: a FETCH sent after the OK to DONE (or after STATUS completed)
+    that gets the job again is handed-after-done, unless the broker restarted."""
+    b = healthy()
+    b.job(0.04, 0.05, "k00003", 3)
+    b.fetch(0.06, 0.07, "suite-worker-1", 3)
+    b.done(0.08, 0.09, "suite-worker-1", 3)
+    b.fetch(0.15, 0.16, "suite-worker-2", 3)          # the completed job, again
+    b.done(0.17, 0.18, "suite-worker-2", 3)
+    (anomaly,) = only(verdict(b), "handed-after-done")
+    assert anomaly["text"] == (
+        "job 3 (k00003) handed out again to suite-worker-2 at 0.160 s (FETCH sent at 0.150 s), "
+        "after its completion was acknowledged at 0.090 s (OK to DONE 3 from suite-worker-1)"), \
+        f"expected the hand-out and the acknowledgement it came after, got {anomaly['text']!r}"
+    b = healthy()
+    b.fetch(0.4, 0.41, "suite-worker-1", 1)           # job 1: STATUS completed at 0.31 s
+    (anomaly,) = only(verdict(b), "handed-after-done")
+    assert anomaly["text"].endswith("acknowledged at 0.310 s (STATUS completed)"), anomaly["text"]
+    b.fault(0.35, 0.36, "restart-broker", ["broker"])
+    assert "handed-after-done" not in anomaly_names(verdict(b)), \
+        "expected no handed-after-done across a broker restart (ids start again)"
+
+
 def test_status_unknown_for_an_acknowledged_id():
     b = healthy()
     b.status(0.05, 0.06, 2, "unknown")

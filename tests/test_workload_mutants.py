@@ -68,6 +68,10 @@ OLD_MUTANTS = {
     # the three workers take.
     "requeue_at_tail": (broker("broker_requeue_at_tail.py"),
                         ["--nemesis", "none", "--time", "8", "--rate", "120"], "fifo-violation"),
+    # A killed worker's connection closes: its completed jobs are handed out again.
+    "completed_job_requeued_with_its_worker": (broker("broker_done_requeued_on_close.py"),
+                                               ["--nemesis", "kill-worker", "--time", "8"],
+                                               ("handed-after-done", "status-backwards")),
     "commands_case_sensitive": (broker("broker_case_sensitive.py"),
                                 ["--nemesis", "none", "--time", "4"], "bad-reply"),
     "only_the_first_line_of_a_read": (broker("broker_first_line_only.py"),

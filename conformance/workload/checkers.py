@@ -25,6 +25,10 @@ status-backwards     STATUS of a job going from completed back, or ``unknown``
                      for an id acknowledged before the STATUS began
 status-stale         STATUS not ``completed`` although a DONE of the job was
                      acknowledged before the STATUS began
+handed-after-done    a job handed out to a suite worker by a FETCH sent after its
+                     completion was acknowledged (OK to its DONE, or STATUS
+                     ``completed``): run again once done, which at-least-once
+                     does not allow
 fifo-violation       a younger job handed out while an older one waited (or a
                      job requeued by a lost holder waited behind a fresh one)
 words-missing        a completed job of which no worker sent every word
@@ -40,7 +44,9 @@ not-drained          jobs still unfinished ``drain_bound`` s after the faults
 ==================== ==========================================================
 
 Duplicate executions (a job streamed in full more than once, at-least-once
-delivery after a fault) are counted in ``stats``, not failures.
+delivery after a fault that kept its DONE from being acknowledged) are counted
+in ``stats``, not failures; a hand-out after the acknowledgement is
+``handed-after-done``.
 """
 
 import re
@@ -382,6 +388,43 @@ def status_order(facts):
     return _result("status-order", anomalies, {"polls": len(facts.status)})
 
 
+def once_completed(facts):
+    """A job whose completion was acknowledged is never handed out again.
+
+    At-least-once delivery runs a job again only while its completion is not
+    acknowledged (its holder died before the OK to its DONE). Proof: the first
+    evidence of completion (the OK to a suite worker's DONE, or a STATUS
+    ``completed``), then a suite worker's FETCH, sent after it, answered with that
+    job. A broker restart in between is excepted: without a store it forgets,
+    and its ids start again at 1."""
+    anomalies = []
+    done = {}                                   # id -> [(invoke, result) proving it]
+    for invoke, result in facts.dones:
+        if result is not None and result["type"] == "ok":
+            done.setdefault(invoke["value"]["id"], []).append((invoke, result))
+    for invoke, result in facts.status:
+        if result["value"].get("state") == "completed":
+            done.setdefault(invoke["value"]["id"], []).append((invoke, result))
+    first = {job_id: min(pairs, key=lambda p: p[1]["time"]) for job_id, pairs in done.items()}
+    blamed = set()
+    for invoke, result in sorted(facts.fetches, key=lambda p: p[0]["time"]):
+        job_id = result["value"]["id"]
+        proof = first.get(job_id)
+        if proof is None or job_id in blamed or invoke["time"] <= proof[1]["time"]:
+            continue
+        if any(proof[1]["time"] <= t <= result["time"] for t in facts.restarts):
+            continue
+        how = ("STATUS completed" if proof[0]["f"] == "status"
+               else f"OK to DONE {job_id} from {proof[0]['process']}")
+        anomalies.append(_anomaly(
+            "handed-after-done", f"{_job(facts, job_id)} handed out again to "
+            f"{invoke['process']} at {result['time']:.3f} s (FETCH sent at "
+            f"{invoke['time']:.3f} s), after its completion was acknowledged at "
+            f"{proof[1]['time']:.3f} s ({how})", *proof, invoke, result))
+        blamed.add(job_id)
+    return _result("once-completed", anomalies)
+
+
 def fifo(facts):
     """Jobs are handed out oldest first; a requeued job goes first in line.
 
@@ -664,14 +707,14 @@ def drain(facts):
 
 CHECKERS = {"total-queue": total_queue, "unique-ids": unique_ids,
             "exclusive-holding": exclusive_holding, "ownership": ownership,
-            "status-order": status_order, "fifo": fifo, "words": words,
+            "status-order": status_order, "once-completed": once_completed, "fifo": fifo,
+            "words": words,
             "replies": replies, "liveness": liveness, "drain": drain}
 
 ANOMALIES = ("lost", "unexpected", "duplicate-id", "double-held", "done-by-non-holder",
-             "status-backwards", "status-stale", "fifo-violation", "words-missing",
-             "words-out-of-order", "words-torn", "words-after-done", "bad-reply", "unanswered",
-             "crashed",
-             "not-drained")
+             "status-backwards", "status-stale", "handed-after-done", "fifo-violation",
+             "words-missing", "words-out-of-order", "words-torn", "words-after-done", "bad-reply",
+             "unanswered", "crashed", "not-drained")
 
 
 def check(events):
