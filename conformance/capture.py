@@ -261,6 +261,20 @@ class ReceiverObserver:
         pass
 
 
+def collapse_repeats(words):
+    """``words`` (a list of str) with each run of one word shown once, as
+    ``WORD (xN)``: what a failure prints of a long job's datagrams."""
+    shown, previous, count = [], None, 0
+    for word in words + [None]:
+        if word == previous:
+            count += 1
+            continue
+        if previous is not None:
+            shown.append(previous if count == 1 else f"{previous} (x{count})")
+        previous, count = word, 1
+    return shown
+
+
 def word_defects(wanted, received, job=None, strict=False):
     """What is wrong with ``received`` (payloads of one source) where the
     words ``wanted`` were expected: missing words, words out of order,
@@ -283,8 +297,12 @@ def word_defects(wanted, received, job=None, strict=False):
         positions.append(position)
         if position is not None:
             used.add(position)
-    defects += [f"missing word {word!r}{label}"
-                for word, position in zip(wanted, positions) if position is None]
+    missing = {}                          # word -> how many of it are missing, in order
+    for word, position in zip(wanted, positions):
+        if position is None:
+            missing[word] = missing.get(word, 0) + 1
+    defects += [f"missing word {word!r}{label}" + (f", {count} times" if count > 1 else "")
+                for word, count in missing.items()]
     present = [(word, position) for word, position in zip(wanted, positions)
                if position is not None]
     order = [f"word {b!r} arrived before {a!r}{label}"

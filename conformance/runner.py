@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 
-from .capture import MulticastChecks
+from .capture import MulticastChecks, collapse_repeats
 from .grammar import decimal_text
 from .fake_broker import WorkerRoleSteps
 from .faultsteps import FaultSteps
@@ -447,12 +447,18 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
             self._fail(f"worker {name} exited with status {worker.returncode} after SIGTERM, "
                        f"expected {step['exit_status']}")
 
-    def _expect_words(self, words, step, deadline, timeout):
-        words = [substitute(word, self.values) for word in words]
+    def _expect_words(self, items, step, deadline, timeout):
+        words = []
+        for item in items:
+            if isinstance(item, dict):                     # {repeat: WORD, count: N}
+                words += [substitute(item["repeat"], self.values)] * item["count"]
+            else:
+                words.append(substitute(item, self.values))
+        shown = collapse_repeats(words)                    # as a person reads them
         sender = step.get("from")
         if sender is not None and sender not in self.workers:
             raise SpecError(f"expect_words from {sender!r}: no such worker")
-        self._step_note("expect words " + " ".join(words) +
+        self._step_note("expect words " + " ".join(shown) +
                         (f" from worker {sender}" if sender else ""))
         wanted = [word.encode("utf-8") + b"\n" for word in words]
         strict = "job" in step  # all of a job's words: nothing before them either
@@ -461,7 +467,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
             received = self._received_words(sender)
             defects = self._word_defects(words, step, sender)  # capture.py
             self._fail("expect words" + (f": {defects[0]}" if defects else ""), *defects,
-                       "expected: " + " ".join(words) +
+                       "expected: " + " ".join(shown) +
                        (f"  (from worker {sender})" if sender else "  (from one source)"),
                        *(received or [f"received: no datagram within {timeout:.1f} s"]))
         self._check_datagrams(words, step, sender)  # capture.py: destination, TTL, spacing
@@ -494,7 +500,8 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
             if sender is None or owner == sender:
                 words = [show(self.multicast.text(p)) for p in
                          payloads[self.multicast_cursor.get(source, 0):]]
-                lines.append(f"received from {owner or '%s:%d' % source}: " + " ".join(words))
+                lines.append(f"received from {owner or '%s:%d' % source}: "
+                             + " ".join(collapse_repeats(words)))
         return lines
 
     def _expect_syslog(self, pattern, step, deadline, timeout):

@@ -111,7 +111,7 @@ def framing(exchange):
     (["--level", "extended", "--role", "system"],
      ids(lambda e: e["level"] == "extended" and e["role"] == "system")),
     (["--role", "broker,system", "--section", "framing", "--level", "core"],
-     ids(lambda e: framing(e) and e["level"] == "core")),
+     ids(lambda e: framing(e) and e["level"] == "core" and e["role"] != "worker")),
     (["-m", "core and system"], ids(lambda e: e["level"] == "core" and e["role"] == "system")),
 ])
 def test_selection_options_select_the_right_cases(args, expected):

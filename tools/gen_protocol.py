@@ -167,9 +167,10 @@ def transcript(exchange):
                              "delay apart")
             if "from" in step:
                 notes.append(f"from worker {step['from']}")
-            words = step["expect_words"]
-            lines += [f"M< {quoted(word)}" for word in words[:-1]]
-            lines.append(f"M< {quoted(words[-1])}"
+            words = [f"{quoted(w['repeat'])}, {w['count']} times" if isinstance(w, dict)
+                     else quoted(w) for w in step["expect_words"]]
+            lines += [f"M< {word}" for word in words[:-1]]
+            lines.append(f"M< {words[-1]}"
                          + (f"  ({'; '.join(notes)})" if notes else "") + within)
         elif "expect_syslog" in step:
             size = (f"  (the datagram at most {step['max_bytes']} bytes)"
