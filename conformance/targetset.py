@@ -125,6 +125,13 @@ def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
     ``threads`` to their (broker, worker) templates; ``port`` reads a port of
     a broker address (as in parse_broker_addr)."""
     target_texts = list(target_texts or [])
+    for option, value in (("--broker-cmd", broker_cmd), ("--worker-cmd", worker_cmd),
+                          ("--broker-addr", broker_addr)):
+        if value is not None and not value.strip():
+            # An unset shell variable: testing our select implementation instead
+            # would report a pass for a program that never ran.
+            raise TargetOptionError(f"{option} is empty; give your program's command "
+                                    "template (see --help), or leave the option out")
     default_broker, default_worker = implementations["select"]
     targets = []
     custom = bool(broker_cmd or worker_cmd or broker_addr)

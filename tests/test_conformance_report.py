@@ -283,6 +283,30 @@ def test_target_options_resolve_to_named_targets():
         resolve(targets=["a=A", "a=B"])
 
 
+def test_an_empty_target_option_is_an_error_not_our_implementation():
+    """--broker-cmd "$UNSET" must not quietly test the select broker and pass."""
+    for option in ("broker_cmd", "worker_cmd", "broker_addr"):
+        for value in ("", "  "):
+            with pytest.raises(TargetOptionError, match="is empty"):
+                resolve(**{option: value})
+
+
+def test_a_template_without_the_ports_is_refused_before_any_case_runs():
+    """Without the port placeholders every case would wait for a program listening
+    (or connecting) where the suite never looks, and fail on the timeout."""
+    for options, message in (
+            (("--broker-cmd", "{python} b.py"), "has no {client_port}"),
+            (("--broker-cmd", "{python} b.py {client_port} 50001"), "has no {worker_port}"),
+            (("--worker-cmd", "{python} w.py {output_port}"), "has no {broker} or {worker_port}"),
+            (("--target", "x={python} b.py 1 2"), "--target x: broker")):
+        code, output = run_suite("--list", *options)
+        assert code == 4 and message in output, \
+            f"expected a usage error saying {message!r} for {options}, got {code}:\n{output}"
+    code, output = run_suite("--list", "--broker-addr", "127.0.0.1:1:2", "--worker-cmd",
+                             "{python} tests/students/worker.py {broker}")
+    assert code == 0, f"expected a worker template with {{broker}} to do, got:\n{output}"
+
+
 def test_target_templates_split_at_the_first_unquoted_semicolon():
     assert split_templates("b {client_port}") == ("b {client_port}", None)
     assert split_templates("b ; w") == ("b", "w")
