@@ -22,7 +22,6 @@ cases to a run that does not name them.
 """
 
 import os
-import string
 import sys
 import types
 from pathlib import Path
@@ -37,7 +36,7 @@ from .grammar import GrammarError, number, rules as grammar_rules
 from .runner import ExchangeFailure, ExchangeRun, Settings, SpecError
 from .specfile import default_spec, from_checkout, load_spec
 from .targets import TargetError, why_cannot_start
-from .targetset import TargetOptionError, resolve_targets
+from .targetset import TargetOptionError, check_ports, resolve_targets
 
 # Case selection and --list; the summary table and --report/--report-html.
 pytest_plugins = ["conformance.selection", "conformance.report"]
@@ -77,11 +76,6 @@ MARKERS = {
 BROKER_PLACEHOLDERS = ("python", "client_port", "worker_port")
 WORKER_PLACEHOLDERS = ("python", "broker", "worker_port", "output_port", "syslog_port",
                        "client_port", "word_delay", "fetch_interval")
-
-# Placeholders a template cannot do without (one of each group): the ports to
-# listen on, the broker to connect to.
-BROKER_NEEDS = (("client_port",), ("worker_port",))
-WORKER_NEEDS = (("broker", "worker_port"),)
 
 SETTINGS = pytest.StashKey[Settings]()  # of the first target
 TARGETS = pytest.StashKey[dict]()  # target name -> Settings, in option order
@@ -181,11 +175,12 @@ def pytest_configure(config):
     except (TargetOptionError, GrammarError) as error:
         raise pytest.UsageError(str(error)) from None
     for target in targets:
-        if not target.broker_addr:
-            _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS,
-                     BROKER_NEEDS)
-        _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS,
-                 WORKER_NEEDS)
+        _checked(f"{target.origin}: broker", target.broker_cmd, BROKER_PLACEHOLDERS)
+        _checked(f"{target.origin}: worker", target.worker_cmd, WORKER_PLACEHOLDERS)
+    try:
+        check_ports(targets)
+    except TargetOptionError as error:
+        raise pytest.UsageError(str(error)) from None
     replies = _replies_of(targets, config.getoption("replies") or [])
     target_cwd = REPO_ROOT if FROM_CHECKOUT else config.invocation_params.dir
     _check_startable(targets, target_cwd)
@@ -256,22 +251,13 @@ def _replies_of(targets, values):
     return result
 
 
-def _checked(option, template, placeholders, needs=()):
-    """``template`` when it formats with ``placeholders`` and holds one of each
-    group of ``needs``; raises pytest.UsageError naming what is wrong."""
+def _checked(option, template, placeholders):
     try:
         template.format(**dict.fromkeys(placeholders, "0"))
     except (KeyError, IndexError, ValueError) as error:
         raise pytest.UsageError(
             f"{option} {template!r}: {error!r}; the placeholders are "
             + " ".join("{%s}" % name for name in placeholders)) from None
-    used = {field for _, field, _, _ in string.Formatter().parse(template) if field}
-    for group in needs:
-        if not used & set(group):
-            wanted = " or ".join("{%s}" % name for name in group)
-            raise pytest.UsageError(
-                f"{option} {template!r} has no {wanted}: the suite chooses the ports of "
-                f"every run, and the template must pass them to your program")
     return template
 
 

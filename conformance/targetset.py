@@ -20,9 +20,10 @@ our select implementation.
 import os
 import re
 import shlex
+import string
 from dataclasses import dataclass
 
-__all__ = ["TargetOptionError", "TargetSpec", "IMPL_NAMES", "parse_impl_list",
+__all__ = ["TargetOptionError", "TargetSpec", "IMPL_NAMES", "check_ports", "parse_impl_list",
            "parse_broker_addr", "split_templates", "parse_target", "resolve_targets"]
 
 IMPL_NAMES = ("select", "threads")
@@ -117,6 +118,37 @@ def _program_name(template):
             return stem
         break
     return "custom"
+
+
+# Placeholders a command template cannot do without (one of each group): the
+# suite chooses the ports of every run, so the broker must listen where it is
+# told and the worker connect where it is told.
+BROKER_NEEDS = (("client_port",), ("worker_port",))
+WORKER_NEEDS = (("broker", "worker_port"),)
+
+
+def check_ports(targets):
+    """Raise TargetOptionError for the first template of ``targets`` (TargetSpecs)
+    without one of each group of BROKER_NEEDS (a broker to start) or WORKER_NEEDS:
+    without them every run would wait for a program listening, or connecting,
+    where the suite never looks."""
+    for target in targets:
+        parts = [("worker", target.worker_cmd, WORKER_NEEDS)]
+        if not target.broker_addr:
+            parts.insert(0, ("broker", target.broker_cmd, BROKER_NEEDS))
+        for part, template, needs in parts:
+            try:
+                used = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+            except ValueError as error:
+                raise TargetOptionError(f"{target.origin}: {part} {template!r}: {error}") \
+                    from None
+            for group in needs:
+                if not used & set(group):
+                    wanted = " or ".join("{%s}" % name for name in group)
+                    raise TargetOptionError(
+                        f"{target.origin}: {part} {template!r} has no {wanted}: the suite "
+                        "chooses the ports of every run, and the template must pass them "
+                        "to your program")
 
 
 def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,

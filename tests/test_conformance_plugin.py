@@ -341,7 +341,7 @@ def test_a_missing_reply_reports_nothing_within_the_timeout(fakes):
 
 
 def test_a_broker_that_exits_at_once_fails_with_its_stderr(fakes):
-    crash = "{python} -c \"import sys; sys.exit('cannot start: boom')\""
+    crash = "{python} -c \"import sys; sys.exit('cannot start: boom')\" {client_port} {worker_port}"
     code, output = run_suite("--broker-cmd", crash, "-k", "JOB-001")
     assert code == 1, output
     assert "broker exited with code 1 before listening" in output

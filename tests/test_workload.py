@@ -119,7 +119,8 @@ def test_bad_options_are_a_one_line_usage_error():
     # 1_0, nan, 1e3 and other scripts' digits are refused, never read or a traceback.
     for args in (["--nemesis", "kill-everything"], ["--time", "-3"], ["--workers", "1"],
                  ["--rate", "1_0"], ["--time", "nan"], ["--workers", "\u00b2"],
-                 ["--seed", "1e3"], ["--word-delay", "inf"]):
+                 ["--seed", "1e3"], ["--word-delay", "inf"],
+                 ["--broker-cmd", "{python} broker.py"], ["--worker-cmd", ""]):
         proc = workload(*args)
         assert proc.returncode == 2, f"{args}: expected exit 2, got {proc.returncode}"
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, \
@@ -127,7 +128,8 @@ def test_bad_options_are_a_one_line_usage_error():
 
 
 def test_a_target_that_does_not_start_could_not_run(tmp_path):
-    proc = workload("--broker-cmd", "{python} -c 'raise SystemExit(3)'", "--time", "2",
+    proc = workload("--broker-cmd", "{python} -c 'raise SystemExit(3)' {client_port} {worker_port}",
+                    "--time", "2",
                     "--results", str(tmp_path / "r"))
     assert proc.returncode == 3, f"expected exit 3 (could not run), got {proc.returncode}"
     assert "could not run: broker exited with code 3" in proc.stderr

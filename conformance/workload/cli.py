@@ -14,7 +14,7 @@ from pathlib import Path
 from ..grammar import GrammarError, number, rules
 from ..netns import describe, enter_private_netns
 from ..specfile import default_spec, load_spec
-from ..targetset import TargetOptionError, resolve_targets
+from ..targetset import TargetOptionError, check_ports, resolve_targets
 from .checkers import check
 from .history import load_history
 from .nemesis import KINDS, NemesisError, parse_nemesis
@@ -141,6 +141,7 @@ def main(argv):
         targets = resolve_targets(
             options.impl, options.broker_cmd, options.worker_cmd, None, options.target,
             {name: IMPLEMENTATIONS["impl_" + name] for name in ("select", "threads")})
+        check_ports(targets)
     except (NemesisError, TargetOptionError) as error:
         print(f"python3 -m conformance --workload: error: {error}", file=sys.stderr)
         return EXIT_USAGE
