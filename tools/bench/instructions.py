@@ -9,14 +9,15 @@ broker runs under ``valgrind --tool=cachegrind --cache-sim=no`` (valgrind(1),
 cg_annotate(1): ``I refs``, the instructions executed in user space) twice, for
 SMALL and for LARGE requests after the same start-up (each rounded down to whole
 rounds of the connections), and the difference over the difference in requests
-is its count per request, start-up and shutdown cancelled out. The kernel's work (epoll, recv, send: the same system calls for the three) is
-not counted, so the counts rank the Python each broker runs per request, not its
-whole CPU time.
+is its count per request, start-up and shutdown cancelled out. The kernel's work
+(epoll, recv, send: the same system calls for the three) is not counted, so the
+counts rank the Python each broker runs per request, not its whole CPU time.
 
 The load: CONNECTIONS in lockstep, each writing one ``JOB <25 bytes>`` and all
 then reading their replies, so that with 16 connections a wake-up finds all 16
-requests (256 connections: whether the work per request grows with them) (the broker is slowed some 50 times under valgrind), and a count
-differs from one run to the next by about 2 % (hash seeds, the collector).
+requests (the broker is slowed some 50 times under valgrind); 256 connections
+show whether the work per request grows with them. A count differs from one run
+to the next by about 2 % (hash seeds, the collector).
 """
 
 import re
