@@ -708,8 +708,7 @@ def drain(facts):
 CHECKERS = {"total-queue": total_queue, "unique-ids": unique_ids,
             "exclusive-holding": exclusive_holding, "ownership": ownership,
             "status-order": status_order, "once-completed": once_completed, "fifo": fifo,
-            "words": words,
-            "replies": replies, "liveness": liveness, "drain": drain}
+            "words": words, "replies": replies, "liveness": liveness, "drain": drain}
 
 ANOMALIES = ("lost", "unexpected", "duplicate-id", "double-held", "done-by-non-holder",
              "status-backwards", "status-stale", "handed-after-done", "fifo-violation",
