@@ -168,6 +168,44 @@ def test_split_over_processes_reads_broker_cpu_around_the_run(broker):
     assert len(marks) == 2 and marks[1] >= marks[0]
 
 
+def test_host_probe_times_each_cpu_and_gives_the_affinity_back():
+    allowed = os.sched_getaffinity(0)
+    seconds = procstat.host_probe(allowed, repeats=2)
+    assert 0 < seconds < RUN_TIMEOUT, f"expected the probe's seconds, got {seconds}"
+    assert os.sched_getaffinity(0) == allowed, \
+        f"expected the affinity {allowed} back after the probe, got {os.sched_getaffinity(0)}"
+
+
+def test_a_round_in_a_slow_host_minute_is_taken_again_and_reported():
+    # Probes (seconds) in the order taken: before the round's run, after it.
+    # Round 1 sets the best (1.0); round 2 finds the host 50 % slower and is taken
+    # again; the retake is slow too, and with retakes=1 it is kept and flagged.
+    probes = iter([1.0, 1.0, 1.5, 1.5, 1.5, 1.5])
+    lines, measured = [], []
+
+    def body(broker, row):
+        measured.append(row)
+        row.ops, row.elapsed, row.cpu = 100, 1.0, 0.001 * len(measured)
+
+    bench = Bench(Config(rounds=2, retakes=1), ["select"], log=lines.append,
+                  host_probe=lambda cpus: next(probes))
+    try:
+        bench.in_turns("closed", "16", {"connections": 16}, body)
+    finally:
+        bench.close()
+    assert len(measured) == 3, f"expected 2 rounds and 1 retake (3 runs), got {len(measured)}"
+    assert any("host was slow; taking the round again (1 of at most 1)" in line for line in lines), \
+        f"expected the retake logged, got {lines}"
+    [row] = bench.rows
+    assert row.extra["retaken"] == 1, f"expected 1 round taken again, got {row.extra}"
+    assert "median of 2 runs" in row.note, f"expected the retake not counted as a run: {row.note}"
+    meta = dict(_meta(), rounds=2, slow_host=0.10, retakes=1)
+    text = report.render(bench.rows, meta)
+    [line] = [line for line in text.splitlines() if line.startswith("- Host probe")]
+    assert "Here 1 rounds were taken again" in line and "at most 50 % slower" in line, line
+    assert "Still from a slow round (the retakes ran out): closed 16" in line, line
+
+
 def test_idle_connections_are_counted_by_the_broker(broker):
     bench = Bench(Config.quick(), ["select"])
     row = Row("scaling", "20", "select")

@@ -199,7 +199,8 @@ def main(argv=None):
         version = beanstalkd_version(path) if path else None
     brokers = [b for b in args.broker_list if b != "beanstalkd" or path]
 
-    bench = Bench(config, brokers, path, log, baselines=args.baselines)
+    bench = Bench(config, brokers, path, log, baselines=args.baselines,
+                  probe_cpus=split and set().union(*split))
     revisions = {}                 # select@REV -> the commit's short hash
     try:
         for name in brokers:
@@ -258,6 +259,8 @@ def main(argv=None):
         "elapsed": time.monotonic() - started,
         "cpus": split and tuple(", ".join(map(str, sorted(cpus))) for cpus in split),
         "rounds": config.rounds,
+        "slow_host": config.slow_host,
+        "retakes": config.retakes,
         "params": {"duration": config.duration, "batch": config.batch, "depth": config.depth,
                    "jobs": config.pipelined_jobs, "prefill": config.cycle_prefill,
                    "workers": config.cycle_workers, "samples": config.dispatch_samples,

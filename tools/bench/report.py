@@ -530,6 +530,30 @@ def _remaining_time(rows, costs):
     return out
 
 
+def _host_probe(rows, meta):
+    """The methods' line on the host probe (scenarios.Bench.in_turns): how much
+    slower than its best the host was in the rounds kept, how many rounds were
+    taken again, and which rows still come from a slow round (the cap reached)."""
+    probed = [row for row in rows if "probe" in row.extra]
+    if not probed or "slow_host" not in meta:
+        return []
+    retaken = {(row.scenario, row.label): row.extra.get("retaken", 0) for row in probed}
+    worst = max(row.extra["probe_slower"] for row in probed)
+    slow = sorted({f"{row.scenario} {row.label}" for row in probed
+                   if row.extra["probe_slower"] > meta["slow_host"]})
+    line = (f"- Host probe (`procstat.host_probe`: a fixed pure-CPU loop, timed on every CPU before "
+            f"each run and after each round): a round whose median probe was more than "
+            f"{meta['slow_host'] * 100:.0f} % slower than the best probe so far was taken again, "
+            f"at most {meta['retakes']} times per row, because this virtual machine's host slows "
+            f"it by tens of percent for minutes and not every broker alike. Here "
+            f"{sum(retaken.values())} rounds were taken again; the rounds kept were at most "
+            f"{max(worst, 0) * 100:.0f} % slower than the best probe.")
+    if slow:
+        line += (" Still from a slow round (the retakes ran out): " + ", ".join(slow)
+                 + "; their ratios are less certain.")
+    return [line]
+
+
 def _spread(rows, scenario, brokers):
     """The largest (highest / least - 1) of CPU per operation over the runs of
     any row of ``scenario`` by one of ``brokers``; None without runs."""
@@ -650,6 +674,7 @@ def render(rows, meta, targets=None, profiles=None, plots=(), plot_message=None,
         add(f"- Closed loop and job cycle: {meta['rounds']} runs per broker, the brokers taking "
             "turns; each row is the broker's median run by CPU per operation (all runs in "
             "its note).")
+    out.extend(_host_probe(rows, meta))
     add("")
     add("**What is fair to compare.** The machine has 2 cores. The load generator "
         "(`tools/bench/loadgen.py`: Python, one `epoll` loop, pipelining where the scenario "
