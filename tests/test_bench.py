@@ -640,6 +640,31 @@ def test_remaining_time_says_whether_the_cores_instructions_grow_with_connection
         f"expected 5,900 instructions at 256 and no claim that the work stays, got:\n{text}"
 
 
+def test_remaining_time_says_whether_the_cores_own_state_misses_the_cache_at_256():
+    """Where the core's part grows with connections, the section gives the core's
+    JOB timed in process with 256 connections in turn against one, and says which
+    side of the cache the core's own state is on."""
+    from tools.bench import corecost
+    costs = corecost.measure(calls=200)
+    assert set(costs["rotation"]) == {1, 256} and all(ns > 0 for ns in costs["rotation"].values()), \
+        f"expected positive in-process times for 1 and 256 connections, got {costs['rotation']}"
+    rows = _rows() + [
+        _row("closed", "16", "shell", 100_000, 2.0, 0.84, connections=16),
+        _row("closed", "256", "floor", 100_000, 2.0, 0.8, connections=256),
+        _row("closed", "256", "shell", 100_000, 2.0, 0.8, connections=256),
+        _row("closed", "256", "select", 100_000, 2.0, 0.95, connections=256)]
+    costs["rotation"] = {1: 800.0, 256: 810.0}
+    text = "\n".join(report._remaining_time(rows, costs))
+    needle = ("a `JOB` costs 810 ns, against 800 ns from one connection (`corecost.job_in_turns`); "
+              "the core's own state of 256 connections stays in the cache by itself")
+    assert needle in text, f"expected {needle!r} in the section, got:\n{text}"
+    costs["rotation"] = {1: 800.0, 256: 1000.0}
+    text = "\n".join(report._remaining_time(rows, costs))
+    needle = "against 800 ns from one connection (`corecost.job_in_turns`): the core's own state"
+    assert needle in text and "stays in the cache by itself" not in text, \
+        f"expected the core's own state said to miss the cache, got:\n{text}"
+
+
 def test_remaining_time_takes_least_runs_and_states_their_spread():
     """The split uses each broker's least run (a neighbour's load only adds) and
     says how far one broker's runs spread, so a reader knows what is noise."""

@@ -14,6 +14,7 @@ broker of this design can pay per request.
 Not a load test: nothing is sent anywhere; a few seconds of one core.
 """
 
+import itertools
 import timeit
 
 from core.broker import CLIENT, WORKER, BrokerCore
@@ -92,7 +93,30 @@ def measure(calls=CALLS):
         "steps": steps,
         "floor": _best(lambda: floor_answer(JOB_LINE, 123456), calls),
         "call": _best(lambda: None, calls),
+        "rotation": {count: job_in_turns(count, calls) for count in ROTATION},
     }
+
+
+# Connections the core's JOB is timed across in turn (job_in_turns): one, and the
+# closed loop's largest count.
+ROTATION = (1, 256)
+
+
+def job_in_turns(connections, calls=CALLS):
+    """Nanoseconds per ``BrokerCore.receive`` of a JOB line when ``connections``
+    client connections send in turn, as in the closed loop (the next request
+    comes from the next connection), on a fresh core each repeat so the job
+    table grows alike. The turn's ``next()`` is included for every count alike:
+    compare counts with each other, not with ``whole``. If the core's own
+    per-connection state fell out of the cache between two requests of one
+    connection, 256 would cost more than 1 here."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        core = _core()
+        turn = itertools.cycle([core.open(CLIENT, 0.0) for _ in range(connections)]).__next__
+        receive = core.receive
+        best = min(best, timeit.timeit(lambda: receive(turn(), JOB_LINE, 1.0), number=calls))
+    return best / calls * 1e9
 
 
 def one_plain_line(data, end):

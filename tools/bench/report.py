@@ -485,6 +485,17 @@ def _remaining_time(rows, costs):
             else:
                 text += (" (inferred: this virtual machine exposes no hardware counters to "
                          "count the misses)")
+            turns = costs.get("rotation") or {}
+            if 1 in turns and 256 in turns:
+                text += (f". Timed in process with 256 connections sending in turn, a `JOB` "
+                         f"costs {turns[256]:,.0f} ns, against {turns[1]:,.0f} ns from one "
+                         f"connection (`corecost.job_in_turns`)")
+                if turns[256] <= 1.05 * turns[1]:
+                    text += ("; the core's own state of 256 connections stays in the cache by "
+                             "itself, so if the cache is the cause, what evicts it in the broker is the work between two requests of "
+                             "one connection: the kernel's and the shell's for the 255 others")
+                else:
+                    text += ": the core's own state of 256 connections already misses the cache"
         scale = gap_ns("select", "shell", 256) / (job_ns - floor_ns)
         spare = max(0.0, job_ns - steps_ns) * scale / 1e9
         least = per_request("select", 256) - spare
