@@ -176,33 +176,37 @@ def test_host_probe_times_each_cpu_and_gives_the_affinity_back():
         f"expected the affinity {allowed} back after the probe, got {os.sched_getaffinity(0)}"
 
 
-def test_a_round_in_a_slow_host_minute_is_taken_again_and_reported():
+def test_a_round_in_a_slow_host_minute_is_taken_again_and_reported(monkeypatch):
     # Probes (seconds) in the order taken: before the round's run, after it.
     # Round 1 sets the best (1.0); round 2 finds the host 50 % slower and is taken
-    # again; the retake is slow too, and with retakes=1 it is kept and flagged.
-    probes = iter([1.0, 1.0, 1.5, 1.5, 1.5, 1.5])
+    # again once a probe is quick (the 1.05 after two slow ones); the retake is
+    # slow too, and with retakes=1 it is kept and flagged.
+    probes = iter([1.0, 1.0, 1.5, 1.5, 1.5, 1.5, 1.05, 1.5, 1.5])
+    monkeypatch.setattr("tools.bench.scenarios.PROBE_POLL", 0)
     lines, measured = [], []
 
     def body(broker, row):
         measured.append(row)
         row.ops, row.elapsed, row.cpu = 100, 1.0, 0.001 * len(measured)
 
-    bench = Bench(Config(rounds=2, retakes=1), ["select"], log=lines.append,
+    bench = Bench(Config(rounds=2, retakes=1, retake_wait=60), ["select"], log=lines.append,
                   host_probe=lambda cpus: next(probes))
     try:
         bench.in_turns("closed", "16", {"connections": 16}, body)
     finally:
         bench.close()
     assert len(measured) == 3, f"expected 2 rounds and 1 retake (3 runs), got {len(measured)}"
+    assert next(probes, None) is None, "expected the retake to wait for a quick probe first"
     assert any("host was slow; taking the round again (1 of at most 1)" in line for line in lines), \
         f"expected the retake logged, got {lines}"
     [row] = bench.rows
     assert row.extra["retaken"] == 1, f"expected 1 round taken again, got {row.extra}"
     assert "median of 2 runs" in row.note, f"expected the retake not counted as a run: {row.note}"
-    meta = dict(_meta(), rounds=2, slow_host=0.10, retakes=1)
+    meta = dict(_meta(), rounds=2, slow_host=0.10, retakes=1, retake_wait=60)
     text = report.render(bench.rows, meta)
     [line] = [line for line in text.splitlines() if line.startswith("- Host probe")]
-    assert "Here 1 rounds were taken again" in line and "at most 50 % slower" in line, line
+    assert "Here 1 round was taken again" in line and "at most 50 % slower" in line, line
+    assert "taken again once a probe was quick again (waiting up to 60 s)" in line, line
     assert "Still from a slow round (the retakes ran out): closed 16" in line, line
 
 

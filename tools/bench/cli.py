@@ -261,6 +261,7 @@ def main(argv=None):
         "rounds": config.rounds,
         "slow_host": config.slow_host,
         "retakes": config.retakes,
+        "retake_wait": config.retake_wait,
         "params": {"duration": config.duration, "batch": config.batch, "depth": config.depth,
                    "jobs": config.pipelined_jobs, "prefill": config.cycle_prefill,
                    "workers": config.cycle_workers, "samples": config.dispatch_samples,

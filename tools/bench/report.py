@@ -554,15 +554,21 @@ def _host_probe(rows, meta):
                    if row.extra["probe_slower"] > meta["slow_host"]})
     line = (f"- Host probe (`procstat.host_probe`: a fixed pure-CPU loop, timed on every CPU before "
             f"each run and after each round): a round whose median probe was more than "
-            f"{meta['slow_host'] * 100:.0f} % slower than the best probe so far was taken again, "
-            f"at most {meta['retakes']} times per row, because this virtual machine's host slows "
+            f"{meta['slow_host'] * 100:.0f} % slower than the best probe so far was taken again"
+            + (f" once a probe was quick again (waiting up to {meta['retake_wait']:g} s)"
+               if meta.get("retake_wait") else "")
+            + f", at most {meta['retakes']} times per row, because this virtual machine's host slows "
             f"it by tens of percent for minutes and not every broker alike. Here "
-            f"{sum(retaken.values())} rounds were taken again; the rounds kept were at most "
+            f"{_rounds(sum(retaken.values()))} taken again; the rounds kept were at most "
             f"{max(worst, 0) * 100:.0f} % slower than the best probe.")
     if slow:
         line += (" Still from a slow round (the retakes ran out): " + ", ".join(slow)
                  + "; their ratios are less certain.")
     return [line]
+
+
+def _rounds(count):
+    return "1 round was" if count == 1 else f"{count:,} rounds were"
 
 
 def _spread(rows, scenario, brokers):
