@@ -30,7 +30,7 @@ from core.options import DEFAULT_MAX_OUTPUT, DEFAULT_PEER_TIMEOUT
 
 from shell.broker_main import run_broker
 from shell.logs import BROKER_LOG
-from shell.netutil import READ_SIZE, keep_alive
+from shell.netutil import READ_SIZE, set_up_accepted
 
 FLAVOUR = "select"
 # After accept() fails for lack of descriptors, listen again this much later
@@ -95,6 +95,7 @@ class SelectBroker:
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
         self.quiet_until = 0.0
+        self.set_up_quiet_until = 0.0         # no "cannot set up the connection" line before
         self.running = True
         # Group commit: with a store, replies wait for the end of the iteration.
         self.deferred = core.store is not None
@@ -213,9 +214,13 @@ class SelectBroker:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._pause_accepting()
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            keep_alive(sock, self.peer_timeout)
+            try:
+                sock.setblocking(False)
+                set_up_accepted(sock, self.peer_timeout)
+            except OSError as error:     # this connection only: the broker goes on
+                sock.close()
+                self._warn_set_up(error, address)
+                continue
             peer = Peer(sock, self.core.open(port, monotonic()))
             peer.conn.io = peer
             self._register(sock, peer)
@@ -232,6 +237,15 @@ class SelectBroker:
                 self._drop(conn.io)
                 return True
         return False
+
+    def _warn_set_up(self, error, address):
+        """An accepted connection was closed because the kernel refused one of
+        its options: one line per 10 s, not per connection."""
+        now = monotonic()
+        if now >= self.set_up_quiet_until:
+            self.set_up_quiet_until = now + 10.0
+            BROKER_LOG.error("cannot set up the connection from %s:%s: %s; closed it",
+                             address[0], address[1], error.strerror or error)
 
     def _pause_accepting(self):
         now = monotonic()

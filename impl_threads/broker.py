@@ -17,7 +17,6 @@ accepts again.
 
 import errno
 import socket
-import struct
 import sys
 import threading
 from collections import deque
@@ -26,7 +25,7 @@ from time import monotonic
 from core.options import DEFAULT_PEER_TIMEOUT
 from shell.broker_main import run_broker
 from shell.logs import BROKER_LOG
-from shell.netutil import READ_SIZE, keep_alive
+from shell.netutil import READ_SIZE, set_up_accepted
 
 FLAVOUR = "threads"
 # A peer whose kernel buffer stays full this long does not read: drop it.
@@ -61,6 +60,7 @@ class ThreadedBroker:
         # Logs each accepted connection (shell.logs.TracingCore, --log-level debug only).
         self.accepted = getattr(core, "accepted", None)
         self.quiet_until = 0.0                  # no "out of descriptors" line again before
+        self.set_up_quiet_until = 0.0           # no "cannot set up the connection" line before
 
     def serve(self):
         for port, sock in self.listeners.items():
@@ -90,11 +90,13 @@ class ThreadedBroker:
                 self._warn_accept(error)
                 self.stopping.wait(ACCEPT_PAUSE)
                 continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                            struct.pack("ll", int(SEND_TIMEOUT), 0))
-            keep_alive(sock, self.peer_timeout)
+            try:
+                # A kernel-level send timeout: unlike settimeout() it leaves recv blocking.
+                set_up_accepted(sock, self.peer_timeout, send_timeout=SEND_TIMEOUT)
+            except OSError as error:     # this connection only: the accept loop goes on
+                sock.close()
+                self._warn_set_up(error, address)
+                continue
             with self.lock:
                 peer = Peer(sock, self.core.open(port, monotonic()))
                 peer.conn.io = peer
@@ -125,6 +127,15 @@ class ThreadedBroker:
             pass
         finally:
             self._close_peer(peer)
+
+    def _warn_set_up(self, error, address):
+        """An accepted connection was closed because the kernel refused one of
+        its options: one line per 10 s, not per connection."""
+        now = monotonic()
+        if now >= self.set_up_quiet_until:
+            self.set_up_quiet_until = now + 10.0
+            BROKER_LOG.error("cannot set up the connection from %s:%s: %s; closed it",
+                             address[0], address[1], error.strerror or error)
 
     def _warn_accept(self, error):
         """accept() failed even after shedding: one line per 10 s, not per retry."""
