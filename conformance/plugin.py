@@ -196,6 +196,7 @@ def pytest_configure(config):
     multicast_group = _multicast_group(spec_path)
     config.stash[TARGETS] = {
         target.name: Settings(broker_cmd=target.broker_cmd, worker_cmd=target.worker_cmd,
+                              helper_worker=target.helper_worker,
                               cwd=target_cwd,
                               python=sys.executable,
                               multicast_group=multicast_group,

@@ -23,6 +23,12 @@ __all__ = ["Settings", "ExchangeFailure", "ExchangeRun", "SpecError"]
 DEFAULT_TIMEOUT = 5.0
 POLL_INTERVAL = 0.02  # wait_state: between two STATUS requests
 HOST = "127.0.0.1"
+# Appended to the suite's own worker when it helps a target's broker in a system
+# case (Settings.helper_worker): it then polls with a plain FETCH every fetch
+# interval and sends DONE, and never a long-poll FETCH <seconds> or TOUCH, which
+# are extended (PROTOCOL.md): a core broker must not fail a core case because
+# the suite's worker sent it a command it need not know.
+HELPER_CORE_OPTIONS = " --long-poll 0 --renew-interval 0"
 
 
 class Settings:
@@ -30,9 +36,13 @@ class Settings:
 
     def __init__(self, broker_cmd, worker_cmd, cwd, python, multicast_group,
                  broker_addr=None, network="loopback", word_delay=0.02, fetch_interval=0.05,
-                 capture=None, multicast_ttl=1, broker_options=None, replies=None):
+                 capture=None, multicast_ttl=1, broker_options=None, replies=None,
+                 helper_worker=False):
         self.broker_cmd = broker_cmd
         self.worker_cmd = worker_cmd
+        # The worker is the suite's own, helping the target's broker: system cases
+        # run it with HELPER_CORE_OPTIONS unless they say helper_worker: full.
+        self.helper_worker = helper_worker
         self.cwd = cwd
         self.python = python
         self.multicast_group = multicast_group
@@ -44,6 +54,15 @@ class Settings:
         self.multicast_ttl = multicast_ttl
         self.broker_options = broker_options or {}   # the spec's broker_options: name -> entry
         self.replies = replies or Replies()   # how the target words client-port replies
+
+
+def _blanks_hint(line):
+    """A failure's note on blanks a reader cannot see: the received ``line``'s
+    blanks at its ends and runs of them inside, as Python writes the line
+    (a list of 0 or 1 strings)."""
+    if line == line.strip(" \t") and "  " not in line and "\t" not in line:
+        return []
+    return [f"    as written: {line!r} (blanks at its ends or more than one in a row)"]
 
 
 class ExchangeFailure(Exception):
@@ -308,7 +327,7 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
         captured = match_line(styled, line, self.values)
         if captured is None:
             self._fail(f"expect on {connection.name}", *expected, f"received: {show(line)}",
-                       *self._replies_hint(pattern, styled, line))
+                       *_blanks_hint(line), *self._replies_hint(pattern, styled, line))
         self._capture(captured)
 
     def _replies_hint(self, pattern, styled, line):
@@ -426,8 +445,11 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
     def _start_worker(self, name, step, deadline, timeout):
         if name in self.workers:
             raise SpecError(f"worker {name!r} started twice")
+        template = self.settings.worker_cmd
+        if self.settings.helper_worker and self.exchange.get("helper_worker", "core") == "core":
+            template += HELPER_CORE_OPTIONS
         command = self._fill(
-            "worker", self.settings.worker_cmd,
+            "worker", template,
             broker=f"{self.host}:{self.worker_port}", worker_port=self.worker_port,
             client_port=self.client_port, output_port=self.multicast.port,
             syslog_port=self.syslog.port)

@@ -41,6 +41,7 @@ class TargetSpec:
     worker_cmd: str
     broker_addr: tuple = None  # (host, client_port, worker_port) or None
     origin: str = ""           # the option it came from, for error messages
+    helper_worker: bool = False  # the worker is the suite's own, helping the target's broker
 
 
 def parse_impl_list(text):
@@ -98,7 +99,7 @@ def parse_target(text, default_broker, default_worker, port=int):
     if not broker and not worker and broker_addr is None:
         raise TargetOptionError(f"{origin}: neither a broker nor a worker template given")
     return TargetSpec(name, broker or default_broker, worker or default_worker,
-                      broker_addr, origin)
+                      broker_addr, origin, helper_worker=not worker)
 
 
 def _program_name(template):
@@ -183,7 +184,8 @@ def resolve_targets(impl, broker_cmd, worker_cmd, broker_addr, target_texts,
             else:
                 label, origin = name, f"--impl {name}"
             targets.append(TargetSpec(label, broker_cmd or impl_broker,
-                                      worker_cmd or impl_worker, addr, origin))
+                                      worker_cmd or impl_worker, addr, origin,
+                                      helper_worker=custom and not worker_cmd))
     for text in target_texts:
         targets.append(parse_target(text, default_broker, default_worker, port))
     seen = set()

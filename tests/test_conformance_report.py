@@ -39,7 +39,7 @@ class Handler(socketserver.StreamRequestHandler):
             with lock:
                 if word.upper() == "JOB":
                     jobs.append("waiting")
-                    reply = f"ID {len(jobs)}"
+                    reply = f"ID {len(jobs)}" if "--padded" not in sys.argv else f"ID  {len(jobs)} "
                 elif word.upper() == "STATUS":
                     n = int(arg) if arg.isdigit() else 0
                     reply = jobs[n - 1] if 0 < n <= len(jobs) else "unknown"
@@ -199,6 +199,17 @@ def test_a_failing_target_fails_the_run_and_shows_its_transcript(fake, tmp_path)
     failed = {case.get("name"): case.find("failure") for case in xml.iter("testcase")}
     assert failed["JOB-001[good]"] is None
     assert "c S< running" in failed["JOB-001[bad]"].text
+
+
+def test_a_failure_shows_blanks_the_reader_cannot_see(fake, tmp_path):
+    """Two blanks where the spec has one, or one at the end, look alike printed
+    plain: the failure writes the received line out as Python does too."""
+    code, output = run_suite("--target", f"padded={fake} --padded", "--case", "JOB-001",
+                             "--report", str(tmp_path / "r.md"))
+    assert code == 1, output
+    failure = (tmp_path / "r.md").read_text().split("### JOB-001 on padded:")[1]
+    needle = "    as written: 'ID  1 ' (blanks at its ends or more than one in a row)"
+    assert needle in failure, f"expected {needle!r} in the failure, got:\n{failure}"
 
 
 def test_a_running_broker_target_skips_cases_that_need_a_fresh_one(fake, tmp_path):
