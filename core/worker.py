@@ -29,9 +29,9 @@ every change of state):
     state         input                    actions                          next
     ------------  -----------------------  -------------------------------  ------------
     DISCONNECTED  start / tick (retry due)  Connect                          CONNECTING
-    CONNECTING    connected                Log connected, FETCH             AWAITING_JOB
-                  (with a token)           Log connected, AUTH              AWAITING_AUTH
-    AWAITING_AUTH OK                       FETCH                            AWAITING_JOB
+    CONNECTING    connected                Log connected (*), FETCH         AWAITING_JOB
+                  (with a token)           Log connected (*), AUTH          AWAITING_AUTH
+    AWAITING_AUTH OK                       (Log connected (*)), FETCH       AWAITING_JOB
     AWAITING_AUTH ERR                      Close, retry after backoff       DISCONNECTED
     CONNECTING    connect_failed / tick    (Close on timeout) Log cannot    DISCONNECTED
                   (connect timeout)        connect; retry after backoff
@@ -62,8 +62,23 @@ every change of state):
     connected     bad or unexpected line   Close, then as connection_lost   DISCONNECTED
     any           stop                     (Log abandoned) (Close)          STOPPED
 
+(*) After a connection that was turned away (see Backoff below), "connected"
+is said at the broker's first answer instead of at the TCP connect.
+
 "connected" means CONNECTING, AWAITING_AUTH, AWAITING_JOB, IDLE_WAIT,
 STREAMING or AWAITING_OK: a socket exists.
+
+Backoff: reconnects wait 1 s, doubling to 8 s (``Backoff``). A TCP connect
+alone does not reset it: a connection proves to be a working broker
+connection with the broker's first answer (OK to AUTH, or JOB, NOJOB or
+ERR to FETCH), and only that resets it. A connection that ends before then
+(AUTH refused, a port that is not a workq broker and answers garbage, a
+close before any answer) waits the next backoff step, so such a port is
+retried 1, 2, 4, 8, 8... s apart, not every second. One the broker turned
+away with an answer (AUTH refused, garbage) is said like "cannot connect":
+only the first of a row of them reaches stderr at the default level (its
+"lost" line; the "connected" of each retry is said only once a retry proves
+itself); syslog hears of each.
 
 Long-poll: with ``long_poll`` seconds the slot sends ``FETCH <seconds>`` and
 the broker answers as soon as a job arrives, so an idle worker starts a new
@@ -185,7 +200,9 @@ TRANSITIONS = {
 
 
 class Backoff:
-    """Reconnect delays: ``first``, then doubling up to ``cap``; reset() after a good connect."""
+    """Reconnect delays in seconds: ``first``, then doubling up to ``cap``;
+    reset() once a connection has proved to be a working broker connection
+    (WorkerSlot: the broker's first valid answer), not merely on a TCP connect."""
 
     def __init__(self, first=1.0, cap=8.0):
         self.first = first
@@ -232,6 +249,8 @@ class WorkerSlot:
         self._word_due = None       # when the next word is due (STREAMING)
         self._touch_due = None      # when the next TOUCH is due (STREAMING, renewing)
         self._outage = False        # a connect attempt failed since the last connection
+        self._proven = False        # this connection's broker has answered as a broker does
+        self._turned_away = 0       # connections in a row that ended before they proved
 
     def __repr__(self):
         return f"<WorkerSlot {self.state.name} job={self.job_id} deadline={self._deadline}>"
@@ -247,19 +266,26 @@ class WorkerSlot:
         return self._connect(now)
 
     def connected(self, now):
+        """The TCP connection is up. The backoff is not reset yet: only once the
+        broker answers as a broker does (``_prove``), so a port that accepts
+        and then turns the worker away (AUTH refused, garbage, an early close)
+        is retried 1, 2, 4, 8 s apart. After such a turning away, "connected"
+        is said only once the new connection has proved itself."""
         self._require("connected", S.CONNECTING)
-        self.backoff.reset()
         self._framer = LineFramer(self.max_line)   # nothing from an earlier connection carries over
         self._early_nojob_noted = False
         self._renew = self.renew_interval
         self._touches_pending = 0
-        self._outage = False
-        connected = Log(f"connected to broker {self.broker}", "info")
+        self._proven = False
+        actions = []
+        if not self._turned_away:
+            self._outage = False
+            actions.append(Log(f"connected to broker {self.broker}", "info"))
         if self.token is not None:
             self._enter(S.AWAITING_AUTH)
             self._deadline = None
-            return [connected, Send(b"AUTH %s\n" % self.token)]
-        return [connected, *self._fetch(now)]
+            return [*actions, Send(b"AUTH %s\n" % self.token)]
+        return [*actions, *self._fetch(now)]
 
     def connect_failed(self, reason, now):
         self._require("connect_failed", S.CONNECTING)
@@ -330,17 +356,21 @@ class WorkerSlot:
             reply = parse_reply(line)
         except ValueError:
             return self._protocol_error(f"unexpected line '{line}'", now)
+        if self.state is S.AWAITING_JOB and reply.kind in ("JOB", "NOJOB", "ERR"):
+            proof = self._prove()     # an answer to FETCH: this is a broker
+        else:
+            proof = []
         if reply.kind == "ERR":
-            return self._on_err(reply, now)
+            return [*proof, *self._on_err(reply, now)]
         if self.state is S.AWAITING_JOB and reply.kind == "JOB":
-            return self._start_job(reply.job_id, reply.text, now)
+            return [*proof, *self._start_job(reply.job_id, reply.text, now)]
         if self.state is S.AWAITING_JOB and reply.kind == "NOJOB":
             if self.long_poll:
-                return self._on_long_poll_nojob(now)
+                return [*proof, *self._on_long_poll_nojob(now)]
             self._idle(now)
-            return []
+            return proof
         if self.state is S.AWAITING_AUTH and reply.kind == "OK":
-            return self._fetch(now)
+            return [*self._prove(), *self._fetch(now)]
         if self.state is S.AWAITING_OK and reply.kind == "OK":
             done = self.job_id
             self.job_id = None
@@ -466,12 +496,37 @@ class WorkerSlot:
         return [Send(b"DONE %d\n" % self.job_id)]
 
     def _protocol_error(self, reason, now):
-        return [Close(), *self._lost(f"protocol error: {reason}", now)]
+        return [Close(), *self._lost(f"protocol error: {reason}", now, refused=True)]
 
-    def _lost(self, reason, now):
+    def _prove(self):
+        """The broker answered AUTH with OK or FETCH with a reply: the connection
+        works. Resets the backoff; after connections that were turned away,
+        says "connected" now (connected() did not)."""
+        if self._proven:
+            return []
+        self._proven = True
+        self.backoff.reset()
+        self._outage = False
+        if not self._turned_away:
+            return []
+        self._turned_away = 0
+        return [Log(f"connected to broker {self.broker}", "info")]
+
+    def _lost(self, reason, now, refused=False):
+        """The connection ended (the shell closed it, or will: see _protocol_error).
+        ``refused``: the broker answered, but not as a workq broker does (AUTH
+        refused, garbage); before the connection proved itself, that is a
+        turning away, and only the first of a row of those reaches stderr at
+        the default level, like ``cannot connect``; syslog hears of each. A
+        close before any answer (a broker restarting under a waiting FETCH)
+        is said each time; it does not reset the backoff either."""
         abandoned = self.job_id if self.state is S.STREAMING else None
+        level = "error"
+        if refused and not self._proven:
+            level = "debug" if self._turned_away else "error"
+            self._turned_away += 1
         self._retry_later(now)
-        actions = [Log(f"connection to broker {self.broker} lost: {reason}", "error")]
+        actions = [Log(f"connection to broker {self.broker} lost: {reason}", level)]
         if abandoned is not None:
             actions.append(Log(f"abandoned job {abandoned}", "info"))
         return actions

@@ -219,7 +219,8 @@ def test_partial_line_does_not_survive_a_reconnect():
     slot.connection_lost("closed by broker", 0.0)
     slot.tick(1.0)
     slot.connected(1.0)
-    assert slot.data_received(b"NOJOB\n", 1.0) == []
+    actions = slot.data_received(b"NOJOB\n", 1.0)
+    assert Close() not in actions, f"expected NOJOB read as a line of its own, got {actions}"
     assert slot.state is State.IDLE_WAIT
 
 
@@ -250,15 +251,88 @@ def test_lost_mid_job_abandons_it_and_backs_off_1_2_4_8_8():
     assert sent(actions) == b"FETCH\n", "the new connection starts with FETCH, not DONE 6"
 
 
-def test_backoff_resets_after_a_successful_connect():
+def test_backoff_resets_once_the_broker_answers():
     slot = connected_slot()
     slot.connection_lost("closed by broker", 0.0)
     slot.tick(1.0)
     slot.connect_failed("Connection refused", 1.0)   # next wait 2
     slot.tick(3.0)
     slot.connected(3.0)
+    slot.data_received(b"NOJOB\n", 3.5)               # a broker: the connection works
     slot.connection_lost("closed by broker", 5.0)
-    assert slot.next_deadline() == 6.0
+    assert slot.next_deadline() == 6.0, \
+        f"expected a retry 1 s after losing a working broker, got {slot.next_deadline() - 5.0} s"
+
+
+def turned_away(slot, now, reply):
+    """One reconnect that the broker turns away with ``reply`` (bytes, after
+    AUTH or FETCH): returns (the delay before that attempt, its Log actions)."""
+    due = slot.next_deadline()
+    assert slot.tick(due) == [Connect()]
+    actions = slot.connected(due)
+    actions += slot.data_received(reply, due)
+    assert slot.state is State.DISCONNECTED, f"expected the connection dropped, got {slot!r}"
+    return due - now, due, of(Log, actions)
+
+
+@pytest.mark.parametrize("token, reply", [
+    (b"wrong", b"ERR AUTH_FAILED wrong token\n"),       # --token-file not the broker's
+    (None, b"SSH-2.0-OpenSSH_9.6\n"),                    # not a workq broker at all
+    (None, b"HTTP/1.1 400 Bad Request\n"),
+])
+def test_a_broker_that_turns_the_worker_away_is_retried_1_2_4_8_8_apart(token, reply):
+    slot = new_slot(token=token)
+    slot.start(0.0)
+    logs = slot.connected(0.0)
+    logs += slot.data_received(reply, 0.0)
+    now, delays, said = 0.0, [], [(a.message, a.level) for a in of(Log, logs)]
+    for _ in range(5):
+        delay, now, logs = turned_away(slot, now, reply)
+        delays.append(delay)
+        said += [(a.message, a.level) for a in logs]
+    assert delays == [1, 2, 4, 8, 8], \
+        f"expected reconnects 1, 2, 4, 8, 8 s apart after each refusal, got {delays}"
+    loud = [message for message, level in said if level != "debug"]
+    assert len(loud) == 2 and loud[0] == f"connected to broker {BROKER}" \
+        and loud[1].startswith(f"connection to broker {BROKER} lost: protocol error"), \
+        f"expected 'connected' and the refusal once on stderr for the outage, got {loud}"
+    lost = [message for message, _ in said if " lost: " in message]
+    assert len(lost) == 6, f"expected syslog to hear of each of the 6 refusals, got {said}"
+
+
+def test_a_broker_that_closes_before_answering_is_retried_with_backoff():
+    slot = connected_slot()
+    delays, now = [], 0.0
+    said = messages(slot.connection_lost("closed by broker", now))
+    for _ in range(4):
+        due = slot.next_deadline()
+        delays.append(due - now)
+        now = due
+        slot.tick(now)
+        said += messages(slot.connected(now))
+        said += messages(slot.connection_lost("closed by broker", now))
+    assert delays == [1, 2, 4, 8], f"expected 1, 2, 4, 8 s between attempts, got {delays}"
+    assert said.count(f"connected to broker {BROKER}") == 4, \
+        f"expected each reconnect said (a restarting broker is no refusal), got {said}"
+
+
+def test_after_refusals_connected_is_said_when_the_broker_accepts():
+    slot = new_slot(token=b"s3cret")
+    slot.start(0.0)
+    slot.connected(0.0)
+    slot.data_received(b"ERR AUTH_FAILED wrong token\n", 0.0)
+    _, now, _ = turned_away(slot, 0.0, b"ERR AUTH_FAILED wrong token\n")
+    slot.tick(slot.next_deadline())
+    now = slot.next_deadline()
+    actions = slot.connected(now)
+    assert of(Log, actions) == [], f"expected no 'connected' before the broker answers, got {actions}"
+    actions = slot.data_received(b"OK\n", now)
+    assert actions == [Log(f"connected to broker {BROKER}", "info"), *FETCH], \
+        f"expected 'connected' once AUTH is accepted, then FETCH; got {actions}"
+    slot.connection_lost("closed by broker", now + 10)
+    assert slot.next_deadline() == now + 11, \
+        f"expected the backoff reset by the accepted AUTH (retry in 1 s), got " \
+        f"{slot.next_deadline() - now - 10} s"
 
 
 def test_lost_while_awaiting_ok_is_not_called_abandoned():

@@ -460,6 +460,8 @@ def test_reconnects_when_the_broker_closes(env):
     env.start(*FAST)
     first = env.broker.accept()
     first.expect("FETCH")
+    first.send("NOJOB")          # a working broker connection, then lost
+    first.expect("FETCH")
     first.close()
     second = env.broker.accept()
     second.expect("FETCH")
@@ -628,3 +630,32 @@ def test_help_explains_the_options(module):
     for option in ("--word-delay", "--fetch-interval", "--mcast-group", "--mcast-if",
                    "--mcast-ttl", "--concurrency", "--name", "network safety"):
         assert option in result.stdout, f"expected {option!r} in --help, got {result.stdout}"
+
+
+def test_a_broker_refusing_the_token_is_said_once_per_outage(env, tmp_path):
+    """A broker that turns the worker away after connecting (here: AUTH refused)
+    is retried with backoff, and stderr says so once, not once per retry; the
+    worker says "connected" again once a broker accepts it. It used to print
+    two lines every second."""
+    token = tmp_path / "token"
+    token.write_text("wrong\n")
+    worker = env.start(*FAST, "--token-file", token)
+    for _ in range(2):
+        conn = env.broker.accept(timeout=15)
+        conn.expect("AUTH wrong")
+        conn.send("ERR AUTH_FAILED wrong token")
+        conn.expect_eof()
+        conn.close()
+    conn = env.broker.accept(timeout=15)
+    conn.expect("AUTH wrong")
+    conn.send("OK")
+    conn.expect("FETCH")
+    assert worker.signal_and_wait(signal.SIGTERM) == 0
+    said = worker.stderr().splitlines()
+    port = env.broker.port
+    assert said == [f"workq worker: connected to broker 127.0.0.1:{port}",
+                    f"workq worker: error: connection to broker 127.0.0.1:{port} lost: "
+                    "protocol error: AUTH refused: ERR AUTH_FAILED wrong token",
+                    f"workq worker: connected to broker 127.0.0.1:{port}",
+                    "workq worker: stopped"], \
+        f"expected the refusal once on stderr for two refused connections, got {said}"
