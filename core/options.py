@@ -56,6 +56,37 @@ def port_number(text, lowest=0):
     return number_type(parse_port, lowest)(text)
 
 
+class HostError(ValueError):
+    """A host on a command line that names no host: empty, blank, or holding
+    whitespace; the message is one line for the user."""
+
+
+def check_host(text, what="host"):
+    """``text`` as a host or address to bind to or send to, refused when it
+    is empty, blank or holds whitespace or control characters: the sockets
+    API reads an empty host as "any" (bind: every interface, INADDR_ANY;
+    ip(7)), so an unset shell variable in ``--host ${HOST}`` would silently
+    listen everywhere. Returns ``text``; raises HostError naming ``what``."""
+    if not text.strip():
+        raise HostError(f"empty {what} {text!r}: give an address such as 127.0.0.1")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise HostError(f"bad {what} {text!r}: no spaces or control characters in a "
+                        "host name or address")
+    return text
+
+
+def host_type(what="host"):
+    """An argparse ``type`` from ``check_host``: its HostError becomes
+    argparse's one-line usage error (exit status 2)."""
+    def convert(text):
+        try:
+            return check_host(text, what)
+        except HostError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = "host"
+    return convert
+
+
 def positive_int(text):
     """A count or byte limit of 1 or more (grammar rule ``whole_number``).
     Raises argparse.ArgumentTypeError."""
@@ -97,9 +128,10 @@ def broker_parser(prog, flavour):
                         help=f"TCP port for clients (default {DEFAULT_CLIENT_PORT})")
     parser.add_argument("worker_port", nargs="?", type=port_number, default=DEFAULT_WORKER_PORT,
                         help=f"TCP port for workers (default {DEFAULT_WORKER_PORT})")
-    parser.add_argument("--host", default="127.0.0.1",
+    parser.add_argument("--host", default="127.0.0.1", type=host_type(),
                         help="address to listen on (default 127.0.0.1, this machine only; "
-                             "the original system listened everywhere: use 0.0.0.0 for that)")
+                             "the original system listened everywhere: use 0.0.0.0 for that; "
+                             "an empty value is refused, not read as every interface)")
     parser.add_argument("--max-line", type=max_line_bytes, default=DEFAULT_MAX_LINE,
                         help=f"longest line accepted, in bytes, 1-{DEFAULT_MAX_LINE} (default "
                              f"{DEFAULT_MAX_LINE}, the line limit every reader accepts); a longer "

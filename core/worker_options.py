@@ -14,7 +14,10 @@ import ipaddress
 from .broker import MAX_FETCH_WAIT
 from .worker import DEFAULT_RENEW_INTERVAL
 from .grammar import parse_seconds, parse_whole
-from .options import DEFAULT_WORKER_PORT, UsageParser, add_log_level, number_type, port_number
+from .options import (
+    DEFAULT_WORKER_PORT, HostError, UsageParser, add_log_level, check_host, number_type,
+    port_number,
+)
 
 __all__ = [
     "DEFAULT_BROKER", "DEFAULT_OUTPUT_PORT", "DEFAULT_SYSLOG_PORT", "SYSLOG_HOST",
@@ -38,6 +41,10 @@ def _host_port(text):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}{hint}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]   # [::1]:50001
+    try:
+        check_host(host, "broker host")
+    except HostError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return host, _port(port)
 
 
@@ -55,6 +62,19 @@ def _ipv4(text):
         return str(ipaddress.IPv4Address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+
+
+def _interface(text):
+    """--mcast-if: an interface's IPv4 address. 0.0.0.0 (INADDR_ANY) is no
+    interface: with it the kernel sends through the default route's, off
+    this machine (ip(7), IP_MULTICAST_IF), the trap --mcast-if exists to
+    avoid; so it is refused like an empty value."""
+    address = _ipv4(text)
+    if ipaddress.IPv4Address(address).is_unspecified:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no interface (the kernel would pick the default route's, "
+            "off this machine): give an interface's address, e.g. 127.0.0.1")
+    return address
 
 
 def _multicast_group(text):
@@ -135,7 +155,7 @@ def worker_parser(prog, flavour):
                              "(for a broker started with --token-file)")
     parser.add_argument("--mcast-group", type=_multicast_group, default="239.0.0.1",
                         metavar="ADDR", help="multicast group for the words (default %(default)s)")
-    parser.add_argument("--mcast-if", type=_ipv4, default="127.0.0.1", metavar="ADDR",
+    parser.add_argument("--mcast-if", type=_interface, default="127.0.0.1", metavar="ADDR",
                         help="address of the interface multicast leaves through (default "
                              "%(default)s, loopback: nothing leaves this machine; see below)")
     parser.add_argument("--mcast-ttl", type=_int_range(0, 255), default=1, metavar="N",

@@ -426,3 +426,16 @@ def test_vocabulary():
     for _ in range(200):
         words = random_job_text(rng).split(" ")
         assert 1 <= len(words) <= 5 and set(words) <= set(WORDS), f"got {words}"
+
+
+@pytest.mark.parametrize("address", [("", "{port}"), (" ", "{port}"), (" :{port}",),
+                                     ("[]:{port}",)], ids=["empty", "blank", "blank:port", "[]:port"])
+def test_empty_host_is_a_usage_error_not_any(broker, address):
+    """An empty host reads as "any" to the sockets API; an unset shell variable
+    (``client "$HOST" 50000 ...``) must be a usage error, not a guess."""
+    b = broker()
+    args = [part.format(port=b.port) for part in address]
+    proc = run_client(*args, "JOB", "x")
+    assert_clean_error(proc, "empty host")
+    assert proc.returncode == client.EXIT_USAGE, f"expected exit 2, got {explain(proc)}"
+    assert b.lines == [], f"expected nothing sent, got {b.lines}"

@@ -126,3 +126,31 @@ def test_multicast_interface_this_machine_lacks_is_named(impl):
     # refuses IP_MULTICAST_IF and nothing is sent; the broker port is closed.
     proc = run(f"{impl}.worker", f"127.0.0.1:{closed_port()}", "--mcast-if", "192.0.2.1")
     assert_one_line(proc, 1, "--mcast-if 192.0.2.1")
+
+
+# ------------------------------------------------------ empty host or address
+
+@pytest.mark.parametrize("host", ["", " ", "\t"], ids=["empty", "blank", "tab"])
+def test_empty_host_is_a_usage_error_not_every_interface(impl, host):
+    """``--host ${HOST}`` with HOST unset must not listen on 0.0.0.0."""
+    proc = run(f"{impl}.broker", 0, 0, "--host", host)
+    assert_one_line(proc, 2, "--host", "empty host")
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("broker", "[]:{port}", "empty broker host"),
+    ("broker", " :{port}", "empty broker host"),
+    ("--mcast-if", "", "not an IPv4 address"),
+    ("--mcast-if", " ", "not an IPv4 address"),
+    ("--mcast-if", "0.0.0.0", "names no interface"),
+    ("--mcast-group", "", "not an IPv4 address"),
+], ids=["broker-[]", "broker-blank", "if-empty", "if-blank", "if-any", "group-empty"])
+def test_worker_refuses_an_empty_or_any_address(impl, option, value, needle):
+    """The broker's host, the multicast interface and group: never "any"."""
+    port = closed_port()
+    if option == "broker":
+        args = (value.format(port=port),)
+    else:
+        args = (f"127.0.0.1:{port}", option, value)
+    proc = run(f"{impl}.worker", *args)
+    assert_one_line(proc, 2, needle)

@@ -15,7 +15,7 @@ from core.grammar import JOB_ID, NumberError, parse_seconds, parse_whole
 from core.grammar import parse_port as _grammar_port
 from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
-from core.options import DEFAULT_CLIENT_PORT
+from core.options import DEFAULT_CLIENT_PORT, HostError, check_host
 from tools.words import random_job_text
 
 __all__ = [
@@ -156,6 +156,15 @@ def parse_address(args):
     127.0.0.1 (``50000 STATUS 1``). A host whose name is a command word
     must be written ``HOST:PORT``. ``[::1]:50000`` is accepted for IPv6.
     """
+    host, port, rest = _split_address(args)
+    try:
+        check_host(host)        # "" would be read as "any" by the sockets API
+    except HostError as error:
+        raise UsageError(str(error)) from None
+    return host, port, rest
+
+
+def _split_address(args):
     if not args or _is_command(args[0]):
         return DEFAULT_HOST, DEFAULT_PORT, list(args)
     first = args[0]
