@@ -14,6 +14,14 @@ from .broker import (
 from .framing import DEFAULT_MAX_LINE
 from .grammar import NumberError, parse_port, parse_seconds, parse_whole
 
+# The longest number of seconds any option takes (a week): every wait the
+# programs make must fit what the system calls take. epoll_wait(2) takes a C
+# int of milliseconds (Python: "OverflowError: timeout is too large" beyond
+# 2,147,483 s, about 24.8 days), and a deadline far enough out overflows
+# time_t ("timestamp out of range"). A week is far beyond any sensible
+# delay, interval, timeout or lease, and well inside both.
+MAX_SECONDS = 7 * 24 * 3600
+
 DEFAULT_CLIENT_PORT = 50000
 DEFAULT_WORKER_PORT = 50001
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
@@ -188,9 +196,15 @@ def broker_parser(prog, flavour):
 
 
 def positive_float(text):
-    """Seconds greater than 0 (grammar rule ``seconds``). Raises
+    """Seconds greater than 0 and at most MAX_SECONDS (grammar rule
+    ``seconds``). Raises argparse.ArgumentTypeError."""
+    return number_type(parse_seconds, positive=True, high=MAX_SECONDS)(text)
+
+
+def seconds(text):
+    """Seconds from 0 to MAX_SECONDS (grammar rule ``seconds``). Raises
     argparse.ArgumentTypeError."""
-    return number_type(parse_seconds, positive=True)(text)
+    return number_type(parse_seconds, high=MAX_SECONDS)(text)
 
 
 def startup_line(flavour, args):

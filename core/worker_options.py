@@ -16,7 +16,7 @@ from .worker import DEFAULT_RENEW_INTERVAL
 from .grammar import parse_seconds, parse_whole
 from .options import (
     DEFAULT_WORKER_PORT, HostError, UsageParser, add_log_level, check_host, number_type,
-    port_number,
+    port_number, seconds,
 )
 
 __all__ = [
@@ -53,8 +53,8 @@ def _port(text):
 
 
 def _seconds(text):
-    # grammar rule seconds: 0 or more, finite; float() alone would take 1e3, nan, 0_5
-    return number_type(parse_seconds)(text)
+    # grammar rule seconds: 0 to MAX_SECONDS; float() alone would take 1e3, nan, 0_5
+    return seconds(text)
 
 
 def _ipv4(text):
@@ -143,7 +143,7 @@ def worker_parser(prog, flavour):
                              "start at once; 0 polls with plain FETCH. A broker that refuses it, "
                              "or answers NOJOB at once, is asked every --fetch-interval "
                              "(default %(default)s)")
-    parser.add_argument("--renew-interval", type=number_type(parse_seconds), metavar="S",
+    parser.add_argument("--renew-interval", type=_seconds, metavar="S",
                         default=DEFAULT_RENEW_INTERVAL,
                         help="while streaming a job, send TOUCH <n> every S seconds (and once "
                              "when it starts) so the broker's lease (default 10 s) keeps it; "

@@ -439,3 +439,17 @@ def test_empty_host_is_a_usage_error_not_any(broker, address):
     assert_clean_error(proc, "empty host")
     assert proc.returncode == client.EXIT_USAGE, f"expected exit 2, got {explain(proc)}"
     assert b.lines == [], f"expected nothing sent, got {b.lines}"
+
+
+@pytest.mark.parametrize("args", [("--timeout", "99999999999999999999", "STATUS", "1"),
+                                  ("autoCall", "--delay", "99999999999999999999")],
+                         ids=["timeout", "delay"])
+def test_seconds_beyond_the_maximum_are_a_usage_error(broker, args):
+    b = broker()
+    if args[0] == "--timeout":
+        proc = run_client(args[0], args[1], "127.0.0.1", b.port, *args[2:])
+    else:
+        proc = run_client("127.0.0.1", b.port, *args)
+    assert_clean_error(proc, "at most 604800")
+    assert proc.returncode == client.EXIT_USAGE, f"expected exit 2, got {explain(proc)}"
+    assert b.lines == [], f"expected nothing sent, got {b.lines}"

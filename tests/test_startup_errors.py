@@ -154,3 +154,24 @@ def test_worker_refuses_an_empty_or_any_address(impl, option, value, needle):
         args = (f"127.0.0.1:{port}", option, value)
     proc = run(f"{impl}.worker", *args)
     assert_one_line(proc, 2, needle)
+
+
+# ------------------------------------------------------- seconds: upper bound
+
+TOO_MANY_SECONDS = "99999999999999999999"     # overflowed time_t in the wait: a traceback
+
+
+@pytest.mark.parametrize("option", ["--idle-timeout", "--auth-timeout", "--lease",
+                                    "--peer-timeout"])
+def test_broker_seconds_beyond_the_maximum_are_a_usage_error(impl, option):
+    proc = run(f"{impl}.broker", 0, 0, option, TOO_MANY_SECONDS)
+    assert_one_line(proc, 2, option, "at most 604800")
+
+
+@pytest.mark.parametrize("option", ["--word-delay", "--fetch-interval", "--renew-interval"])
+def test_worker_seconds_beyond_the_maximum_are_a_usage_error(impl, option):
+    """``--fetch-interval 99999999999999999999 --long-poll 0`` was accepted and
+    died of OverflowError at the first NOJOB."""
+    proc = run(f"{impl}.worker", f"127.0.0.1:{closed_port()}", "--long-poll", "0",
+               option, TOO_MANY_SECONDS)
+    assert_one_line(proc, 2, option, "at most 604800")

@@ -15,7 +15,7 @@ from core.grammar import JOB_ID, NumberError, parse_seconds, parse_whole
 from core.grammar import parse_port as _grammar_port
 from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
-from core.options import DEFAULT_CLIENT_PORT, HostError, check_host
+from core.options import DEFAULT_CLIENT_PORT, MAX_SECONDS, HostError, check_host
 from tools.words import random_job_text
 
 __all__ = [
@@ -456,9 +456,11 @@ def auto_call(host, port, num_jobs=DEFAULT_NUM_JOBS, delay=DEFAULT_DELAY, *,
 
 def _take_float(name, value, minimum=0.0):
     """Seconds for option ``name`` by the grammar (rule ``seconds``), at least
-    ``minimum``; raises UsageError."""
+    ``minimum`` and at most core.options.MAX_SECONDS (a wait the system calls
+    can take); raises UsageError."""
     try:
-        return parse_seconds(str(value), low=minimum, what=f"a number of seconds for {name}")
+        return parse_seconds(str(value), low=minimum, high=MAX_SECONDS,
+                             what=f"a number of seconds for {name}")
     except NumberError as error:
         raise UsageError(str(error)) from None
 

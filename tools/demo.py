@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from conformance import netns
-from core.grammar import JOB_ID, parse_seconds, split_words
-from core.options import UsageParser, number_type, positive_int
+from core.grammar import JOB_ID, split_words
+from core.options import UsageParser, positive_int, seconds
 from tools import client, mcast_listen, syslog_listen
 from tools.words import random_job_text
 
@@ -620,7 +620,7 @@ def print_summary(jobs, states, recorder, emit, names=None):
 
 
 _positive_int = positive_int                 # grammar rule whole_number, 1 or more
-_seconds = number_type(parse_seconds)         # grammar rule seconds, 0 or more
+_seconds = seconds          # grammar rule seconds, 0 to core.options.MAX_SECONDS
 
 
 def _on_sigterm(signum, frame):
