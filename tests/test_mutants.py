@@ -313,7 +313,8 @@ def test_the_suite_fails_the_mutant_on_exactly_the_cases_about_its_defect(
 # Mutants whose defects only concurrency or faults show: they pass every core
 # exchange, and tests/test_workload_mutants.py asserts that the workload catches them.
 WORKLOAD_ONLY = {"broker_waiting_set.py", "broker_fetch_race.py",
-                 "broker_requeue_pair_forgotten.py", "worker_done_early.py"}
+                 "broker_requeue_pair_forgotten.py", "worker_done_early.py",
+                 "broker_table_wraps.py"}
 
 
 def test_every_mutant_script_is_in_the_table():

@@ -1,8 +1,9 @@
 """The workload finds what the exchanges miss.
 
-The four mutants written for it (tests/mutants/: waiting ids in a set, two
+The mutants written for it (tests/mutants/: waiting ids in a set, two
 FETCHes of one round sharing the head job, two dying holders' jobs forgotten,
-DONE before a long job's last words) pass every core exchange, and the
+DONE before a long job's last words, a job table that wraps at 100) pass every
+core exchange, and the
 workload alone catches each, naming the anomaly. So it does with the older
 mutants whose defect a load can show (the exchanges catch those too).
 
@@ -49,6 +50,10 @@ NEW_MUTANTS = {
                                          ["--nemesis", "kill-workers", "--time", "8"], "lost"),
     "done_before_the_last_words": (worker("worker_done_early.py"),
                                    ["--nemesis", "none", "--time", "6"], "words-after-done"),
+    # STATUS of an early job after 100 more answers the newcomer's state.
+    "job_table_wraps_at_100": (broker("broker_table_wraps.py"),
+                               ["--nemesis", "none", "--time", "6", "--rate", "90"],
+                               ("status-stale", "status-backwards")),
 }
 
 OLD_MUTANTS = {

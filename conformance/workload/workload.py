@@ -443,6 +443,10 @@ class WorkloadRun:
                 if len(open_ids) < 50:
                     open_ids = [i for i in self.acked if i not in self.completed][:400]
                 recent = self.acked[-20:]
+                # Any job acknowledged so far, completed ones included: a broker
+                # that reuses an old job's slot for a new one (a fixed table that
+                # wraps) answers its STATUS with the newcomer's state.
+                earlier = self.acked[rng.randrange(len(self.acked))] if self.acked else None
             if not open_ids and not recent:
                 self.stop_all.wait(0.01)
                 continue
@@ -457,6 +461,8 @@ class WorkloadRun:
                     job_id = open_ids[self.sweep % len(open_ids)]
             elif open_ids and rng.random() < 0.7:
                 job_id = open_ids[min(int(rng.expovariate(0.3)), len(open_ids) - 1)]
+            elif rng.random() < 0.5:
+                job_id = earlier
             else:
                 job_id = rng.choice(recent)
             if conn is None:
