@@ -23,8 +23,10 @@ CONNECTION = re.compile(r"\b(expect on|accept_worker) \S+|\bexpect \S+ closed")
 QUOTED = re.compile(r"'[^']*'")
 NUMBER = re.compile(r"(?<![A-Za-z_{])\d+(\.\d+)?")
 # What was received says too little alone: the expected line joins the key.
-VAGUE = ("nothing", "connection closed", "no matching syslog", "no datagram",
-         "no connection", "unterminated data")
+# (A connection the target closed is one defect whatever was expected on it: a
+# broker closing after each reply fails many cases, each expecting another line.)
+VAGUE = ("nothing", "no matching syslog", "no datagram", "no connection",
+         "unterminated data")
 
 
 def _plain(text):
@@ -64,7 +66,23 @@ class Cause:
         self.example = ""     # the first case's own summary, particulars and all
 
     def describe(self):
+        """The key; for a cause of one case, that case's own received and expected
+        lines with their particulars (``received: ID 0 (expected: ID 1)`` says
+        more than the key's ``received: ID N``)."""
+        if len(self.cases) == 1 and self.example:
+            return _particulars(self.example.split(": ", 1)[1])
         return self.key
+
+
+def _particulars(summary):
+    """``received: X (expected: Y)`` of a one-line failure summary, as the target
+    sent it; the summary without its step number when it has no received part."""
+    parts = [part.strip() for part in STEP.sub("", summary.strip()).split("; ")]
+    expected = next((p for p in parts if p.startswith("expected:")), "")
+    received = next((p for p in parts if p.startswith("received:")), "")
+    if not received:
+        return "; ".join(parts)
+    return f"{received} ({expected})" if expected else received
 
 
 def group_failures(failures, needs):

@@ -387,10 +387,15 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
     def _wait_state(self, spec, step, deadline, timeout):
         job_id = substitute(spec["id"], self.values)
         state = self.settings.replies.state(str(spec["state"]))   # --replies
-        self._step_note(f"poll STATUS {job_id} until {state}")
         self.status_polls += 1
         # Its own connection, named so that no exchange can use the name.
         name = f"#status{self.status_polls}"
+        others = sum(1 for other in self.connections.values()
+                     if not other.closed_by_us and not other.closed_by_peer)
+        where = (f"a new client connection, {name}, opened while {others} other "
+                 f"connection{'s stay' if others != 1 else ' stays'} open"
+                 if others else f"a new client connection, {name}")
+        self._step_note(f"poll STATUS {job_id} until {state}, on {where}")
         connection = self._open(name, self.client_port, timeout, quiet=True)
         self.connections[name] = connection
         polls, last_answer = 0, None
@@ -400,10 +405,11 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
                 self._write(connection, f"STATUS {job_id}\n".encode(), deadline)
                 self._pump(deadline, lambda: connection.lines or not connection.readable)
                 if not connection.lines:
+                    so_far = (f"no answer to the first STATUS on {where}" if last_answer is None
+                              else f"last answer: {show(last_answer)}, {polls} polls")
                     self._fail(f"poll STATUS {job_id} until {state}",
                                f"expected: {state}",
-                               f"received: {self._nothing(connection, timeout)} "
-                               f"(last answer: {last_answer}, {polls} polls)")
+                               f"received: {self._nothing(connection, timeout)} ({so_far})")
                 answer = connection.lines.pop(0)
                 if answer != last_answer:
                     self.transcript.add(f"{name} C> STATUS {job_id}")

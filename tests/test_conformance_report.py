@@ -349,6 +349,27 @@ def test_options_a_case_appends_to_the_broker_are_announced(fake, tmp_path):
             "command; a broker that does not accept it cannot run this case") in strict
 
 
+def test_one_defect_is_one_cause_and_a_lone_cause_keeps_its_particulars():
+    """A broker that closes each client after one reply fails many cases, each
+    expecting another line: one cause. A cause of one case shows what that
+    case received and expected as they were (ID 0 where ID 1 was expected)."""
+    from conformance.causes import group_failures
+    failures = [
+        ("STA-001", "core", "step 4: expect on c; expected: waiting; "
+                            "received: connection closed (EOF)"),
+        ("JOB-002", "core", "step 6: expect on c; expected: ID {b:int}; "
+                            "received: connection closed (EOF)"),
+        ("SYS-007", "core", "step 9: expect on c; expected: completed; "
+                            "received: connection closed (EOF)"),
+        ("JOB-001", "core", "step 3: expect on c; expected: ID 1; received: ID 0"),
+    ]
+    causes = group_failures(failures, {})
+    shown = [(cause.describe(), cause.cases) for cause in causes]
+    assert shown == [("received: connection closed (EOF)", ["STA-001", "JOB-002", "SYS-007"]),
+                     ("received: ID 0 (expected: ID 1)", ["JOB-001"])], \
+        f"expected one cause for the closes and JOB-001's own lines, got {shown}"
+
+
 def test_failures_are_grouped_by_cause():
     from conformance.causes import group_failures
     failures = [

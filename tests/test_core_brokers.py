@@ -1,6 +1,7 @@
-"""Student programs that are correct at the core level, written differently
-from ours (tests/students/): the suite must pass them on every core case.
-A core case that fails them fails for a reason other than its title."""
+"""Brokers correct at the core level that lack workq's additions in ways a
+student's do (tests/mutants/, named in test_mutants.CORE_CORRECT): the suite
+must pass them on every core case. A core case that fails them fails for a
+reason other than its title."""
 
 import re
 import subprocess
@@ -15,7 +16,7 @@ import yaml
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STUDENTS = Path(__file__).resolve().parent / "students"
+MUTANTS = Path(__file__).resolve().parent / "mutants"
 EXCHANGES = yaml.safe_load((REPO_ROOT / "spec" / "protocol.yaml").read_text())["exchanges"]
 ROW = re.compile(r"^\| ([A-Z]+-\d+) \| (core|extended) \| .* \| ([^|]*) \|$")
 QUIET_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark")
@@ -26,7 +27,7 @@ def test_a_core_broker_silent_on_extended_worker_commands_passes_every_core_case
     in the system cases, and must speak core to it (plain FETCH, DONE), not the
     long-poll FETCH <seconds> or TOUCH it sends our broker, which this broker
     never answers."""
-    target = (f"silent={{python}} {STUDENTS / 'broker_silent_extended.py'} "
+    target = (f"silent={{python}} {MUTANTS / 'broker_silent_extended.py'} "
               "{client_port} {worker_port}")
     result = subprocess.run(
         [sys.executable, "-m", "conformance", *QUIET_PLUGINS, "-n", "2", "--target", target,

@@ -5,16 +5,12 @@ what it does not know with silence: ``FETCH <seconds>`` (long-poll), ``TOUCH n``
 reply to them, so it is a correct core broker; the suite's own worker, which
 helps it in the system cases, must not send it those commands in a core case.
 
-Our select broker with its worker port cut down to that (tests/mutants/_mutant.py
-makes the checkout importable)."""
+Our select broker with its worker port cut down to that. Not a defect at the
+core level: tests/test_core_brokers.py runs it on the core cases, not
+tests/test_mutants.py."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mutants"))
-
-import _mutant  # noqa: E402
-from core.broker import WORKER, BrokerCore  # noqa: E402
+import _mutant  # noqa: F401
+from core.broker import WORKER, BrokerCore
 
 _original_init = BrokerCore.__init__
 
