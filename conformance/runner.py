@@ -23,6 +23,9 @@ __all__ = ["Settings", "ExchangeFailure", "ExchangeRun", "SpecError"]
 DEFAULT_TIMEOUT = 5.0
 POLL_INTERVAL = 0.02  # wait_state: between two STATUS requests
 HOST = "127.0.0.1"
+# send_repeat with until_blocked: seconds without progress after which the
+# suite stops sending (the broker need not take a flood nobody reads).
+BLOCKED_AFTER = 1.0
 # Appended to the suite's own worker when it helps a target's broker in a system
 # case (Settings.helper_worker): it then polls with a plain FETCH every fetch
 # interval and sends DONE, and never a long-poll FETCH <seconds> or TOUCH, which
@@ -246,17 +249,29 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
         port = {"client": self.client_port, "worker": self.worker_port}.get(port_name)
         if port is None:
             raise SpecError(f"port must be client or worker, not {port_name!r}")
-        self._step_note(f"connect {name} to the {port_name} port ({self.host}:{port})")
-        self.last_connection = self.connections[name] = self._open(name, port, timeout)
+        reads = step.get("reads", True)
+        self._step_note(f"connect {name} to the {port_name} port ({self.host}:{port})"
+                        + ("" if reads else "; the suite will not read its replies"))
+        self.last_connection = self.connections[name] = self._open(name, port, timeout,
+                                                                   reads=reads)
         self.last_connection.port_name = port_name
 
-    def _open(self, name, port, timeout, quiet=False):
+    def _open(self, name, port, timeout, quiet=False, reads=True):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if not reads:
+            # The least receive buffer the kernel grants (socket(7)): a client that
+            # never reads fills it, and then the broker's send buffer, sooner.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
         try:
-            sock = socket.create_connection((self.host, port), timeout=timeout)
+            sock.settimeout(timeout)
+            sock.connect((self.host, port))
         except OSError as error:
+            sock.close()
             self._fail(f"cannot connect {name} to {self.host}:{port}: {error}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Connection(name, sock, self.transcript, quiet=quiet)
+        connection = Connection(name, sock, self.transcript, quiet=quiet)
+        connection.reads = reads
+        return connection
 
     def _send(self, text, step, deadline, timeout):
         connection = self._connection(step)
@@ -285,24 +300,33 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
         self.transcript.add(f"{connection.name} {mark} {ascii(prefix)} + {ascii(fill)} x {count}"
                             f" + {ascii(suffix)}  ({size} bytes)", step=self.step_number)
         self._write(connection, _latin1(prefix) + _latin1(fill) * count + _latin1(suffix),
-                    deadline)
+                    deadline, BLOCKED_AFTER if spec.get("until_blocked") else None)
 
-    def _write(self, connection, data, deadline):
+    def _write(self, connection, data, deadline, blocked_after=None):
         """Send everything while reading what arrives meanwhile.
 
         Reading while sending matters for long lines: the broker answers
-        LINE_TOO_LONG and closes while we are still sending.
+        LINE_TOO_LONG and closes while we are still sending. With
+        ``blocked_after`` (seconds), stop without failing once the broker has
+        taken nothing for that long.
         """
         view, sent = memoryview(data), 0
+        progress = time.monotonic()
         while sent < len(data):
             try:
                 sent += connection.sock.send(view[sent:])
+                progress = time.monotonic()
                 continue
             except BlockingIOError:
                 pass
             except OSError as error:
                 self.transcript.add(f"{connection.name} -- sending stopped after {sent} of "
                                     f"{len(data)} bytes: {error.strerror or error}")
+                return
+            if blocked_after is not None and time.monotonic() - progress > blocked_after:
+                self.transcript.add(f"{connection.name} -- sending stopped after {sent} of "
+                                    f"{len(data)} bytes: the broker took nothing more for "
+                                    f"{blocked_after:g} s")
                 return
             if time.monotonic() > deadline:
                 self._fail(f"the broker did not take {len(data)} bytes on "

@@ -51,11 +51,12 @@ class Connection:
         self.buffer = bytearray()
         self.closed_by_peer = None  # "EOF" or "reset" once the peer closed
         self.closed_by_us = False
+        self.reads = True   # False: the suite never reads it (a client ignoring its replies)
         sock.setblocking(False)
 
     @property
     def readable(self):
-        return not (self.closed_by_peer or self.closed_by_us)
+        return self.reads and not (self.closed_by_peer or self.closed_by_us)
 
     def on_readable(self):
         try:

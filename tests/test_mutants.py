@@ -112,6 +112,9 @@ MUTANTS_TABLE = [
     Mutant("jobs_dropped_with_their_client", broker="broker_client_close_drops.py",
            fails=("JOB-004", "ERR-011"),
            messages=("expect on d\n", "expected: waiting", "received: unknown")),
+    # The original's blocking sendall(): a client that does not read stops everyone.
+    Mutant("blocking_send", broker="broker_blocking_send.py", fails=("LIM-003",),
+           messages=("expect on other\n", "expected: ID {id:int}", "received: nothing within")),
     Mutant("completed_job_requeued_with_its_worker", broker="broker_done_requeued_on_close.py",
            fails=("DON-006",),
            messages=("expect on v\n", "expected: JOB {b} next one", "i.e.: JOB 2 next one",
