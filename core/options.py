@@ -123,6 +123,42 @@ def add_log_level(parser, debug_says):
                              "The start-up line goes to stdout at every level")
 
 
+class StoreError(ValueError):
+    """A --store value that names no store; the message is one line for the user."""
+
+
+def parse_store(text):
+    """``--store`` value -> ``("memory", None)`` or ``("sqlite", PATH)``.
+
+    Accepted, exactly as written (lower case): ``memory``, and ``sqlite:PATH``
+    with a non-empty PATH. Anything else raises StoreError: an empty value (an
+    unset variable in ``--store ${STORE}`` must not silently lose the jobs),
+    ``memory:``, ``SQLITE:/x``, ``foo``, ``sqlite:`` without a path."""
+    if text == "memory":
+        return "memory", None
+    if not text.strip():
+        raise StoreError(f"empty store {text!r}: use memory or sqlite:PATH")
+    kind, colon, path = text.partition(":")
+    if kind == "sqlite" and path:
+        return "sqlite", path
+    if kind == "sqlite" and colon:
+        raise StoreError(f"no path in --store {text!r}: use sqlite:PATH, e.g. sqlite:jobs.db")
+    raise StoreError(f"unknown store {text!r}: use memory or sqlite:PATH")
+
+
+def store_type(text):
+    """argparse ``type`` for --store: ``parse_store``'s StoreError becomes
+    argparse's one-line usage error (exit status 2). Returns ``text``."""
+    try:
+        parse_store(text)
+    except StoreError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+store_type.__name__ = "store"
+
+
 def broker_parser(prog, flavour):
     parser = UsageParser(
         prog=prog,
@@ -186,7 +222,7 @@ def broker_parser(prog, flavour):
     parser.add_argument("--token-file", metavar="PATH",
                         help="require every connection to start with AUTH <token>, the token "
                              "being the first line of PATH (default: no authentication)")
-    parser.add_argument("--store", default="memory", metavar="memory|sqlite:PATH",
+    parser.add_argument("--store", default="memory", type=store_type, metavar="memory|sqlite:PATH",
                         help="where jobs live: memory (default; lost when the broker stops) or "
                              "sqlite:PATH (durable: ID and OK are sent only once on disk, and a "
                              "restarted broker continues where it stopped)")

@@ -17,6 +17,8 @@ not buried, which is what version 1 knew.
 import sqlite3
 import threading
 
+from core.options import parse_store
+
 __all__ = ["SqliteStore", "open_store"]
 
 SCHEMA = """
@@ -147,12 +149,16 @@ class SqliteStore:
 
 
 def open_store(spec):
-    """``sqlite:PATH`` -> SqliteStore; None for ``memory`` (the default)."""
-    if spec in (None, "", "memory"):
+    """``sqlite:PATH`` -> SqliteStore; None for ``memory`` (the default) or None.
+
+    Raises ValueError (core.options.StoreError) for a value that names no
+    store (the command line refuses those first, as usage errors), and
+    ValueError with one line for the user when the database cannot be opened."""
+    if spec is None:
         return None
-    kind, _, path = spec.partition(":")
-    if kind != "sqlite" or not path:
-        raise ValueError(f"unknown store {spec!r}: use memory or sqlite:PATH")
+    kind, path = parse_store(spec)
+    if kind == "memory":
+        return None
     try:
         return SqliteStore(path)
     except sqlite3.Error as error:

@@ -81,6 +81,22 @@ def test_store_of_another_program_is_named(impl, tmp_path):
     assert_one_line(proc, 1, f"sqlite:{path}")
 
 
+@pytest.mark.parametrize("value, needle", [
+    ("foo", "unknown store 'foo'"),
+    ("memory:", "unknown store 'memory:'"),
+    ("SQLITE:/x", "unknown store 'SQLITE:/x'"),
+    ("sqlite:", "no path"),
+    ("", "empty store"),
+], ids=["foo", "memory-colon", "upper-case", "no-path", "empty"])
+def test_store_value_that_names_no_store_is_a_usage_error(impl, value, needle):
+    """A typo in --store is the command line's fault (exit 2), not a run-time
+    failure (exit 1) that systemd's Restart=on-failure would repeat forever; an
+    empty value (``--store ${STORE}`` unset) is not read as memory."""
+    proc = run(f"{impl}.broker", 0, 0, "--store", value)
+    assert_one_line(proc, 2, "--store", needle, "use memory or sqlite:PATH"
+                    if needle != "no path" else "sqlite:PATH")
+
+
 # ------------------------------------------------------------- token file
 
 @pytest.mark.parametrize("program", ["broker", "worker"])
