@@ -14,7 +14,11 @@ file (no such columns) is migrated in place when opened: every job gets 0 and
 not buried, which is what version 1 knew.
 """
 
+import errno
+import os
+import pwd
 import sqlite3
+import stat
 import threading
 
 from core.options import parse_store
@@ -39,6 +43,23 @@ class SqliteStore:
     def __init__(self, path):
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._open()
+        except BaseException:
+            self.db.close()      # releases the file (and its locks) before anyone looks at it
+            raise
+        self._added = []
+        self._completed = []
+        self._failed = []
+        self._pending_lock = threading.Lock()            # add/complete vs. sync taking them
+        self._sync_lock = threading.Lock()               # one transaction at a time
+        self.recorded = 0     # changes handed in so far
+        self.synced = 0       # changes on disk
+        self._failure = None  # the sqlite3.Error a commit failed with, once one has
+
+    def _open(self):
+        """Lock the file, set WAL and durability, create or migrate the table.
+        Raises sqlite3.Error."""
         # One broker per file: the first to open it keeps it locked, so a second
         # broker on the same file fails at start-up ("database is locked")
         # instead of handing out the same ids. With the lock held from the start,
@@ -56,14 +77,6 @@ class SqliteStore:
         self.db.execute("COMMIT")
         self.db.execute(SCHEMA)
         self._migrate()
-        self._added = []
-        self._completed = []
-        self._failed = []
-        self._pending_lock = threading.Lock()            # add/complete vs. sync taking them
-        self._sync_lock = threading.Lock()               # one transaction at a time
-        self.recorded = 0     # changes handed in so far
-        self.synced = 0       # changes on disk
-        self._failure = None  # the sqlite3.Error a commit failed with, once one has
 
     def _migrate(self):
         """Bring a version 1 file (no failures/buried columns) to the current schema."""
@@ -167,14 +180,94 @@ def open_store(spec):
 
 
 def _store_trouble(path, error):
-    """Why ``path`` could not be opened, in words: the sqlite3 error, with the
-    likely cause when the file system tells it (a missing directory)."""
-    import os
+    """Why ``path`` could not be opened, in words: the likely cause when the file
+    system tells it (a missing directory, a permission the broker's user lacks,
+    a read-only file system), else the sqlite3 error.
+
+    Called only after sqlite3 failed; every claim rests on what the system says
+    now (stat(2), open(2) with O_RDWR, access(2)), so "permission denied" is
+    said only when the kernel denies this user, never guessed from sqlite3's
+    words ("disk I/O error", "unable to open database file")."""
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
+    try:
+        os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
         return f"directory {directory} does not exist"
+    except PermissionError:
+        return (f"permission denied: the broker runs as {_user()}, which may not reach "
+                f"directory {directory} (a directory on the way lacks search permission)")
     if os.path.isdir(path):
         return "it is a directory"
+    # The database, and the write-ahead log SQLite keeps next to it (-wal; -shm
+    # too, unless the lock is exclusive: sqlite.org/wal.html): each must open
+    # for reading and writing.
+    for name in (path, path + "-wal", path + "-shm"):
+        trouble = _open_trouble(name)
+        if trouble:
+            return trouble
+    # A new database, or a -wal file to create next to it: the directory must
+    # be writable (and searchable).
+    creates = path if not os.path.exists(path) else path + "-wal"
+    if not os.path.exists(creates) and not _may(directory, os.W_OK | os.X_OK):
+        if _read_only(directory):
+            return f"directory {directory} is on a read-only file system"
+        what = ("create the database" if creates == path else
+                "create its write-ahead log " + os.path.basename(creates))
+        return (f"permission denied: the broker runs as {_user()}, which may not write in "
+                f"directory {directory} ({_owner_mode(directory)}) to {what}")
     if "locked" in str(error):
         return f"{error}: another broker (or program) has it open"
     return str(error)
+
+
+def _open_trouble(name):
+    """One line when file ``name`` exists but cannot be opened for reading and
+    writing by this process (open(2): EACCES, EPERM, EROFS), else None. Opening
+    and closing changes nothing in the file."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return (f"permission denied: the broker runs as {_user()}, which may not read and "
+                f"write {name} ({_owner_mode(name)})")
+    except OSError as error:
+        if error.errno == errno.EROFS:
+            return f"{name} is on a read-only file system"
+        return None
+    os.close(fd)
+    return None
+
+
+def _may(path, mode):
+    """access(2) for this process's effective user and group where the system
+    can say so (os.supports_effective_ids), else for the real ones."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _read_only(path):
+    """Whether ``path`` is on a file system mounted read-only (statvfs(3) ST_RDONLY)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _user():
+    """This process's effective user as ``uid N (name)``; ``uid N`` alone when the
+    user has no name (systemd's DynamicUser=yes names it only while it runs,
+    through nss-systemd)."""
+    uid = os.geteuid()
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owner_mode(path):
+    """``owner uid N, mode 0644`` of ``path`` (lstat(2)), or "" when it cannot be read."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "owner and mode unknown"
+    return f"owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}"
