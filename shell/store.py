@@ -12,6 +12,17 @@ poison job stays buried, and keeps its count, across restarts (spec leases).
 Schema version 2 added the ``failures`` and ``buried`` columns; a version 1
 file (no such columns) is migrated in place when opened: every job gets 0 and
 not buried, which is what version 1 knew.
+
+A workq database is marked with ``PRAGMA application_id = APPLICATION_ID``
+(the 32-bit big-endian integer at offset 68 of the file header, reserved for
+the application that owns the file: https://www.sqlite.org/pragma.html#pragma_application_id,
+https://www.sqlite.org/fileformat2.html#application_id). Before changing
+anything in a file (journal mode, tables, columns) the store checks that it is
+workq's: marked, empty (no schema objects: a new file), or holding exactly
+the ``jobs`` table of version 1 or 2 and nothing else (a file of an earlier
+workq, which gets marked). Anything else is another program's database, and
+is refused untouched (ForeignDatabase): a typo in --store must not add a
+table or columns to it, nor switch it to WAL.
 """
 
 import errno
@@ -23,7 +34,10 @@ import threading
 
 from core.options import parse_store
 
-__all__ = ["SqliteStore", "open_store"]
+__all__ = ["APPLICATION_ID", "ForeignDatabase", "SqliteStore", "open_store"]
+
+# "wrkq" in ASCII: the application_id of every workq database (0x77726b71).
+APPLICATION_ID = 0x77726B71
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,6 +51,18 @@ CREATE TABLE IF NOT EXISTS jobs (
 # Columns added after version 1, with their definitions (ALTER TABLE ADD COLUMN).
 ADDED_COLUMNS = (("failures", "INTEGER NOT NULL DEFAULT 0"),
                  ("buried", "INTEGER NOT NULL DEFAULT 0"))
+# The jobs table of each schema version as PRAGMA table_info lists it:
+# (name, declared type, NOT NULL, default, primary key), in column order.
+# Version 1: commit 97f1962; version 2 (a new file, or version 1 migrated by
+# ALTER TABLE ADD COLUMN, which lists the same): commit 3e244f1.
+JOBS_V1 = (("id", "INTEGER", 0, None, 1), ("text", "BLOB", 1, None, 0),
+           ("completed", "INTEGER", 1, "0", 0))
+JOBS_V2 = JOBS_V1 + (("failures", "INTEGER", 1, "0", 0), ("buried", "INTEGER", 1, "0", 0))
+
+
+class ForeignDatabase(ValueError):
+    """The file is an SQLite database of another program (not marked as
+    workq's and not empty); the message says why, in one line."""
 
 
 class SqliteStore:
@@ -66,6 +92,7 @@ class SqliteStore:
         # WAL mode needs no shared-memory index and no fcntl lock calls per
         # commit (sqlite.org/wal.html, "Use of WAL Without Shared-Memory").
         self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        self._check_ours()                               # reads only: before any change
         # A new file gets 1 KiB pages: each commit of a few small jobs writes one
         # WAL frame of 1 KiB, not 4 KiB. Measured with one job per commit:
         # 175 -> 145 us per commit (fdatasync included). No effect on a file
@@ -75,8 +102,37 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=FULL")      # a commit is on disk when it returns
         self.db.execute("BEGIN EXCLUSIVE")               # take the lock now, not at the first job
         self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
         self.db.execute(SCHEMA)
         self._migrate()
+        self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        self.db.execute("COMMIT")
+
+    def _check_ours(self):
+        """Raise ForeignDatabase unless the file is workq's: marked with
+        APPLICATION_ID, or unmarked and either empty or holding exactly an
+        earlier workq's ``jobs`` table (JOBS_V1, JOBS_V2). Only reads (takes
+        the shared lock); raises sqlite3.Error when the file cannot be read."""
+        (app_id,) = self.db.execute("PRAGMA application_id").fetchone()
+        if app_id == APPLICATION_ID:
+            return
+        if app_id != 0:
+            raise ForeignDatabase(f"it is marked as another program's database "
+                                  f"(application_id 0x{app_id & 0xFFFFFFFF:08x}, workq's is "
+                                  f"0x{APPLICATION_ID:08x}); refusing to change it")
+        objects = self.db.execute("SELECT type, name FROM sqlite_master").fetchall()
+        if not objects:
+            return                                       # new (or empty): ours to set up
+        columns = tuple(tuple(row[1:]) for row in self.db.execute("PRAGMA table_info(jobs)"))
+        if objects == [("table", "jobs")] and columns in (JOBS_V1, JOBS_V2):
+            return                                       # an earlier workq's: marked below
+        names = ", ".join(f"{kind} {name}" for kind, name in sorted(objects)[:5])
+        more = f" and {len(objects) - 5} more" if len(objects) > 5 else ""
+        other = "; its jobs table has columns workq never made" if columns else ""
+        raise ForeignDatabase(f"it is not a workq database (no workq application_id; it holds "
+                              f"{names}{more}{other}); "
+                              "refusing to change it: give the path of a workq database "
+                              "or of a new file")
 
     def _migrate(self):
         """Bring a version 1 file (no failures/buried columns) to the current schema."""
@@ -91,11 +147,13 @@ class SqliteStore:
         arguments of BrokerCore.restore."""
         (last,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
         waiting = [(job_id, bytes(text)) for job_id, text in self.db.execute(
-            "SELECT id, text FROM jobs WHERE completed = 0 AND buried = 0 ORDER BY id")]
+            "SELECT id, CAST(text AS BLOB) FROM jobs "
+            "WHERE completed = 0 AND buried = 0 ORDER BY id")]
         completed = [job_id for (job_id,) in
                      self.db.execute("SELECT id FROM jobs WHERE completed = 1")]
         buried = [(job_id, bytes(text)) for job_id, text in self.db.execute(
-            "SELECT id, text FROM jobs WHERE completed = 0 AND buried = 1 ORDER BY id")]
+            "SELECT id, CAST(text AS BLOB) FROM jobs "
+            "WHERE completed = 0 AND buried = 1 ORDER BY id")]
         failures = dict(self.db.execute(
             "SELECT id, failures FROM jobs WHERE completed = 0 AND failures > 0"))
         return last + 1, waiting, completed, buried, failures
@@ -174,6 +232,8 @@ def open_store(spec):
         return None
     try:
         return SqliteStore(path)
+    except ForeignDatabase as error:
+        raise ForeignDatabase(f"cannot open --store {spec}: {error}") from None
     except sqlite3.Error as error:
         # sqlite3 says "unable to open database file" without the path or the cause.
         raise ValueError(f"cannot open --store {spec}: {_store_trouble(path, error)}") from None
