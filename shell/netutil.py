@@ -1,6 +1,7 @@
 """Socket set-up both brokers share: listeners, keepalive, descriptor limits."""
 
 import math
+import os
 import resource
 import socket
 import struct
@@ -12,7 +13,10 @@ READ_SIZE = 64 * 1024
 
 
 def raise_descriptor_limit():
-    """Use the hard limit on open files: epoll has no 1,024 ceiling, the default rlimit does."""
+    """Use the hard limit on open files: epoll has no 1,024 ceiling, the default rlimit does.
+
+    Returns the soft limit on open files (RLIMIT_NOFILE, getrlimit(2)) now in
+    effect: a count of descriptors, or None when unlimited."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
@@ -21,6 +25,17 @@ def raise_descriptor_limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def open_descriptors():
+    """How many file descriptors this process has open now (/proc/self/fd on
+    Linux, proc(5)); 3 (stdin, stdout, stderr) where that cannot be read."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1     # less the one listdir opened
+    except OSError:
+        return 3
 
 
 def listen(host, port):

@@ -19,8 +19,15 @@ from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
 from shell.broker_main import read_token
 from shell.logs import LEVELS, WORKER_LOG, configure
-from shell.netutil import raise_descriptor_limit
+from shell.netutil import open_descriptors, raise_descriptor_limit
 from shell.output import multicast_sender, syslog_header_bytes, syslog_logger
+
+# Descriptors a worker opens besides one socket per slot, counted once at
+# start-up: the selector (epoll), the stop request's socket pair, the
+# multicast and syslog sockets, the token file while it is read, and the
+# files name resolution reads (/etc/hosts, resolv.conf) for the broker's host;
+# a margin on top for what the runtime opens.
+WORKER_SPARE_DESCRIPTORS = 16
 
 __all__ = ["ConnectFailed", "Outputs", "SlotShell", "StopRequest",
            "describe", "resolve", "worker_main"]
@@ -214,7 +221,18 @@ def worker_main(prog, flavour, argv, serve):
     Then says "stopped" on stderr (after "abandoned job N" if a job was cut short)."""
     args = parse_worker_args(prog, flavour, sys.argv[1:] if argv is None else argv)
     configure(WORKER_LOG, "workq worker", args.log_level)
-    raise_descriptor_limit()    # a socket per slot: --concurrency may pass the default 1,024
+    # A socket per slot: --concurrency may pass the default 1,024. Past the hard
+    # limit the slots' sockets fail with EMFILE (the select worker died of it, the
+    # threads worker's threads each printed a traceback): refuse at start-up.
+    limit = raise_descriptor_limit()
+    needed = args.concurrency + open_descriptors() + WORKER_SPARE_DESCRIPTORS
+    if limit is not None and needed > limit:
+        most = limit - (needed - args.concurrency)
+        advice = (f"lower --concurrency to at most {most}, or raise" if most >= 1 else "raise")
+        WORKER_LOG.error("--concurrency %d needs %d open files, more than the limit on open "
+                         "files allows (RLIMIT_NOFILE %d): %s the hard limit (ulimit -Hn as "
+                         "root; systemd LimitNOFILE=)", args.concurrency, needed, limit, advice)
+        return 1
     try:
         mcast = multicast_sender(args.mcast_if, args.mcast_ttl)
     except OSError as e:

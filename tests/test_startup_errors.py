@@ -191,3 +191,21 @@ def test_worker_seconds_beyond_the_maximum_are_a_usage_error(impl, option):
     proc = run(f"{impl}.worker", f"127.0.0.1:{closed_port()}", "--long-poll", "0",
                option, TOO_MANY_SECONDS)
     assert_one_line(proc, 2, option, "at most 604800")
+
+
+# ------------------------------------------------------- descriptor limit
+
+NOFILE = 256      # the hard and soft limit on open files the worker gets here
+
+
+def test_concurrency_beyond_the_open_file_limit_is_refused_at_start_up(impl):
+    """--concurrency 300 under a hard limit of 256 open files: the select worker
+    died of EMFILE with a traceback, the threads worker printed one per thread.
+    Now one line naming the limit and what to do, exit 1, before any slot."""
+    argv = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", sys.executable, "-m", f"{impl}.worker",
+            f"127.0.0.1:{closed_port()}", str(closed_port()), str(closed_port()),
+            "--mcast-if", "127.0.0.1", "--concurrency", "300"]
+    proc = subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT, check=False)
+    assert_one_line(proc, 1, "--concurrency 300", f"RLIMIT_NOFILE {NOFILE}",
+                    "lower --concurrency to at most", "raise the hard limit")
