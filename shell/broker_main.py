@@ -8,7 +8,7 @@ import threading
 from core.broker import CLIENT, WORKER, BrokerCore, default_max_memory
 from core.options import broker_parser, startup_line
 
-from .logs import BROKER_LOG, TracingCore, configure
+from .logs import BROKER_LOG, EXIT_STDOUT_CLOSED, TracingCore, configure, say
 from .netutil import listen, raise_descriptor_limit
 from .store import open_store
 
@@ -32,7 +32,8 @@ def run_broker(module, flavour, argv, make_broker):
 
     Returns the exit status: 0 after SIGINT/SIGTERM (with a line on stderr
     saying what the broker held), 1 when start-up fails (with one clear line on
-    stderr) or the store fails while serving. At --log-level debug the core is
+    stderr) or the store fails while serving, 1 without a word when stdout is
+    a closed pipe at start-up (shell.logs.say). At --log-level debug the core is
     a shell.logs.TracingCore, which logs every connection and job.
     """
     parser = broker_parser(f"python3 -m {module}", flavour)
@@ -78,10 +79,16 @@ def run_broker(module, flavour, argv, make_broker):
     broker = make_broker(core, listeners, args)
     signal.signal(signal.SIGINT, broker.stop)
     signal.signal(signal.SIGTERM, broker.stop)
-    print(startup_line(flavour, args), flush=True)
-    if store is not None and (core.waiting or core.completed or core.buried):
-        print(f"broker: restored {len(core.waiting)} waiting, {core.completed} completed and "
-              f"{core.buried} buried jobs from {store.path}; next id {len(core.texts)}", flush=True)
+    said = say(startup_line(flavour, args))
+    if said and store is not None and (core.waiting or core.completed or core.buried):
+        said = say(f"broker: restored {len(core.waiting)} waiting, {core.completed} completed "
+                   f"and {core.buried} buried jobs from {store.path}; next id {len(core.texts)}")
+    if not said:                      # stdout closed (| head -0): stop quietly, as tools do
+        for sock in listeners.values():
+            sock.close()
+        if store is not None:
+            store.close()
+        return EXIT_STDOUT_CLOSED
     default_hook = threading.excepthook
     failure = _store_failures(broker) if store is not None else None
     try:

@@ -18,7 +18,7 @@ from core.logline import escape, syslog_message
 from core.worker import Close, Connect, Emit, Log, Send, WorkerSlot
 from core.worker_options import SYSLOG_HOST, broker_label, parse_worker_args, startup_line
 from shell.broker_main import read_token
-from shell.logs import LEVELS, WORKER_LOG, configure
+from shell.logs import EXIT_STDOUT_CLOSED, LEVELS, WORKER_LOG, configure, say
 from shell.netutil import open_descriptors, raise_descriptor_limit
 from shell.output import multicast_sender, syslog_header_bytes, syslog_logger
 
@@ -218,7 +218,8 @@ class StopRequest:
 def worker_main(prog, flavour, argv, serve):
     """Parse the command line, open the outputs, print the start-up line and
     ``serve(broker, slots, outputs, stop)`` until SIGINT/SIGTERM; its return is the exit status.
-    Then says "stopped" on stderr (after "abandoned job N" if a job was cut short)."""
+    Then says "stopped" on stderr (after "abandoned job N" if a job was cut short).
+    Returns 1 without a word when stdout is a closed pipe (shell.logs.say)."""
     args = parse_worker_args(prog, flavour, sys.argv[1:] if argv is None else argv)
     configure(WORKER_LOG, "workq worker", args.log_level)
     # A socket per slot: --concurrency may pass the default 1,024. Past the hard
@@ -252,7 +253,10 @@ def worker_main(prog, flavour, argv, serve):
              for _ in range(args.concurrency)]
     stop = StopRequest()
     stop.install()
-    print(startup_line(flavour, args), flush=True)
+    if not say(startup_line(flavour, args)):    # stdout closed: stop quietly, as tools do
+        outputs.close()
+        stop.close()
+        return EXIT_STDOUT_CLOSED
     try:
         status = serve(args.broker, slots, outputs, stop)
     finally:

@@ -3,6 +3,7 @@ names what failed (the store path, the token file, the busy port, the
 multicast interface), with exit status 1, never a traceback; a command line
 that cannot work (two equal ports) is a usage error, exit status 2."""
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -209,3 +210,29 @@ def test_concurrency_beyond_the_open_file_limit_is_refused_at_start_up(impl):
                           text=True, timeout=RUN_TIMEOUT, check=False)
     assert_one_line(proc, 1, "--concurrency 300", f"RLIMIT_NOFILE {NOFILE}",
                     "lower --concurrency to at most", "raise the hard limit")
+
+
+# ------------------------------------------------------------ closed stdout
+
+@pytest.mark.parametrize("program", ["broker", "worker"])
+def test_start_up_line_into_a_closed_pipe_ends_quietly(impl, program, tmp_path):
+    """``python3 -m impl_select.broker | true``: the start-up line meets a pipe
+    nobody reads (EPIPE). Was: a BrokenPipeError traceback. Now, as command-line
+    tools do (Python docs, signal module, "Note on SIGPIPE"): no traceback,
+    nothing on stderr, exit status 1."""
+    if program == "broker":
+        args = [0, 0, "--store", f"sqlite:{tmp_path / 'jobs.db'}"]
+    else:
+        args = [f"127.0.0.1:{closed_port()}", closed_port(), closed_port(),
+                "--mcast-if", "127.0.0.1"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)                      # the reader is gone before the first write
+    try:
+        proc = subprocess.run([sys.executable, "-m", f"{impl}.{program}", *map(str, args)],
+                              cwd=ROOT, stdin=subprocess.DEVNULL, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=RUN_TIMEOUT,
+                              check=False)
+    finally:
+        os.close(write_end)
+    got = f"exit {proc.returncode}, stderr {proc.stderr!r}"
+    assert (proc.returncode, proc.stderr) == (1, ""), f"expected exit 1 and no words, got {got}"
