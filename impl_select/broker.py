@@ -29,7 +29,7 @@ from time import monotonic
 from core.options import DEFAULT_MAX_OUTPUT, DEFAULT_PEER_TIMEOUT
 
 from shell.broker_main import run_broker
-from shell.logs import BROKER_LOG
+from shell.logs import BROKER_LOG, SetUpWarning
 from shell.netutil import READ_SIZE, set_up_accepted
 
 FLAVOUR = "select"
@@ -95,7 +95,7 @@ class SelectBroker:
         self.listeners = listeners            # port name -> listening socket
         self.paused_until = None
         self.quiet_until = 0.0
-        self.set_up_quiet_until = 0.0         # no "cannot set up the connection" line before
+        self._warn_set_up = SetUpWarning()    # one "cannot set up the connection" line per 10 s
         self.running = True
         # Group commit: with a store, replies wait for the end of the iteration.
         self.deferred = core.store is not None
@@ -237,15 +237,6 @@ class SelectBroker:
                 self._drop(conn.io)
                 return True
         return False
-
-    def _warn_set_up(self, error, address):
-        """An accepted connection was closed because the kernel refused one of
-        its options: one line per 10 s, not per connection."""
-        now = monotonic()
-        if now >= self.set_up_quiet_until:
-            self.set_up_quiet_until = now + 10.0
-            BROKER_LOG.error("cannot set up the connection from %s:%s: %s; closed it",
-                             address[0], address[1], error.strerror or error)
 
     def _pause_accepting(self):
         now = monotonic()

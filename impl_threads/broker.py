@@ -24,7 +24,7 @@ from time import monotonic
 
 from core.options import DEFAULT_PEER_TIMEOUT
 from shell.broker_main import run_broker
-from shell.logs import BROKER_LOG
+from shell.logs import BROKER_LOG, SetUpWarning
 from shell.netutil import READ_SIZE, set_up_accepted
 
 FLAVOUR = "threads"
@@ -60,7 +60,7 @@ class ThreadedBroker:
         # Logs each accepted connection (shell.logs.TracingCore, --log-level debug only).
         self.accepted = getattr(core, "accepted", None)
         self.quiet_until = 0.0                  # no "out of descriptors" line again before
-        self.set_up_quiet_until = 0.0           # no "cannot set up the connection" line before
+        self._warn_set_up = SetUpWarning()    # one "cannot set up the connection" line per 10 s
 
     def serve(self):
         for port, sock in self.listeners.items():
@@ -127,15 +127,6 @@ class ThreadedBroker:
             pass
         finally:
             self._close_peer(peer)
-
-    def _warn_set_up(self, error, address):
-        """An accepted connection was closed because the kernel refused one of
-        its options: one line per 10 s, not per connection."""
-        now = monotonic()
-        if now >= self.set_up_quiet_until:
-            self.set_up_quiet_until = now + 10.0
-            BROKER_LOG.error("cannot set up the connection from %s:%s: %s; closed it",
-                             address[0], address[1], error.strerror or error)
 
     def _warn_accept(self, error):
         """accept() failed even after shedding: one line per 10 s, not per retry."""

@@ -20,12 +20,13 @@ nothing per request.
 import logging
 import os
 import sys
+from time import monotonic
 
 from core.broker import BURIED, BrokerCore
 from core.messages import parse_job_id
 
 __all__ = ["LEVELS", "BROKER_LOG", "WORKER_LOG", "configure", "say", "TracingCore",
-           "peer_label"]
+           "peer_label", "SetUpWarning"]
 
 # Exit status of a program whose stdout was closed before it could say what it
 # must (``prog | head -0``, ``prog | true``): 1, as the Python docs' "Note on
@@ -170,3 +171,21 @@ class TracingCore(BrokerCore):
         BROKER_LOG.debug("job %d kicked back to waiting by %s", parse_job_id(arg),
                          self._label(conn))
         return reply
+
+class SetUpWarning:
+    """Both brokers' "cannot set up the connection" line: an accepted connection
+    was closed because the kernel refused one of its options
+    (shell.netutil.set_up_accepted). Call it with the OSError and the peer's
+    (host, port); it logs to BROKER_LOG at most once per ``interval`` seconds,
+    not once per connection."""
+
+    def __init__(self, interval=10.0):
+        self.interval = interval
+        self.quiet_until = 0.0
+
+    def __call__(self, error, address):
+        now = monotonic()
+        if now >= self.quiet_until:
+            self.quiet_until = now + self.interval
+            BROKER_LOG.error("cannot set up the connection from %s:%s: %s; closed it",
+                             address[0], address[1], error.strerror or error)
