@@ -32,6 +32,8 @@ FLAVOUR = "threads"
 SEND_TIMEOUT = 30.0
 # Out of descriptors after shedding, wait this long for a descriptor to free.
 ACCEPT_PAUSE = 0.1
+# Seconds a stopping broker waits for its threads to end (ThreadedBroker._shutdown).
+SHUTDOWN_WAIT = 5.0
 
 
 class Peer:
@@ -298,12 +300,28 @@ class ThreadedBroker:
         self._send_posted(mark, *peers)
 
     def _shutdown(self):
+        """Stop accepting, shut every peer's socket (its thread then requeues what
+        it held, sends what is on disk, and ends), and wait up to SHUTDOWN_WAIT
+        seconds for every other thread to end. run_broker closes the store next:
+        a thread still using it then found it closed ("Cannot operate on a closed
+        database", exit 1) or, inside SQLite, crashed the process (SIGSEGV), when
+        a worker holding a job disconnected as the broker was stopped."""
         for sock in self.listeners.values():
             _shut(sock)
+        deadline = monotonic() + SHUTDOWN_WAIT
+        others = [thread for thread in threading.enumerate()
+                  if thread is not threading.current_thread()]
+        for thread in others:          # accept threads first: no peer is added after
+            if thread.name.startswith("accept-"):
+                thread.join(max(0.0, deadline - monotonic()))
         with self.lock:
             peers = list(self.peers)
+            self.timer_wakeup.notify_all()
         for peer in peers:
             _shut(peer.sock)       # wakes the thread blocked in recv
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - monotonic()))
 
 
 def _shut(sock, how=socket.SHUT_RDWR):

@@ -215,8 +215,12 @@ class SqliteStore:
             self.synced = through
 
     def close(self):
+        """Commit what is left, then close the file; no other thread's commit is
+        under way as it closes (closing an sqlite3 connection another thread is
+        using is undefined: it crashed a broker)."""
         self.sync()
-        self.db.close()
+        with self._sync_lock:
+            self.db.close()
 
 
 def open_store(spec):

@@ -202,6 +202,33 @@ def test_broker_with_a_store_says_its_jobs_are_kept(impl, tmp_path):
         broker.close()
 
 
+@pytest.mark.parametrize("impl", IMPLS, ids=IDS)
+def test_broker_with_a_store_stops_cleanly_as_a_worker_drops_its_job(impl, tmp_path):
+    """A worker holding a job disconnects just as the broker is stopped: the
+    threads broker closed the store while the worker's thread still requeued
+    the job into it (exit 1 "Cannot operate on a closed database", once a
+    SIGSEGV). A race: ten stops, each after the same events."""
+    store = f"sqlite:{tmp_path / 'jobs.db'}"
+    for attempt in range(10):
+        broker = Broker(impl, "--store", store, stderr_pipe=True)
+        try:
+            client = LineConnection(broker.client_port)
+            assert client.request(f"JOB held {attempt}").startswith("ID "), "no ID"
+            client.close()
+            worker = LineConnection(broker.worker_port)
+            reply = worker.request("FETCH")
+            assert reply.startswith("JOB "), f"expected a JOB for the FETCH, got {reply!r}"
+            worker.close()
+            broker.proc.send_signal(signal.SIGTERM)
+            status = broker.stderr_to_exit()
+            assert status == 0 and broker.stderr_lines and \
+                broker.stderr_lines[-1].startswith("workq broker: stopped: "), \
+                f"stop {attempt + 1}: expected exit 0 and the stopped line, got exit {status}, " \
+                f"{broker.stderr_lines}"
+        finally:
+            broker.close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("impl", IMPLS, ids=IDS)
 def test_worker_stops_with_the_job_it_abandoned(impl, sig, syslog):
