@@ -257,16 +257,22 @@ class ExchangeRun(WorkerRoleSteps, MulticastChecks, FaultSteps):
         self.last_connection.port_name = port_name
 
     def _open(self, name, port, timeout, quiet=False, reads=True):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if not reads:
-            # The least receive buffer the kernel grants (socket(7)): a client that
-            # never reads fills it, and then the broker's send buffer, sooner.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sock = None
         try:
-            sock.settimeout(timeout)
-            sock.connect((self.host, port))
+            if reads:
+                sock = socket.create_connection((self.host, port), timeout=timeout)
+            else:
+                family, kind, proto, _, address = socket.getaddrinfo(
+                    self.host, port, type=socket.SOCK_STREAM)[0]
+                sock = socket.socket(family, kind, proto)
+                # The least receive buffer the kernel grants (socket(7)): a client
+                # that never reads fills it, and then the broker's send buffer, sooner.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+                sock.settimeout(timeout)
+                sock.connect(address)
         except OSError as error:
-            sock.close()
+            if sock is not None:
+                sock.close()
             self._fail(f"cannot connect {name} to {self.host}:{port}: {error}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = Connection(name, sock, self.transcript, quiet=quiet)
