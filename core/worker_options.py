@@ -16,7 +16,7 @@ from .worker import DEFAULT_RENEW_INTERVAL
 from .grammar import parse_seconds, parse_whole
 from .options import (
     DEFAULT_WORKER_PORT, HostError, UsageParser, add_log_level, check_host, number_type,
-    port_number, seconds,
+    port_number, positive_float, seconds,
 )
 
 __all__ = [
@@ -134,8 +134,9 @@ def worker_parser(prog, flavour):
                         help=f"UDP syslog port on {SYSLOG_HOST} (default {DEFAULT_SYSLOG_PORT})")
     parser.add_argument("--word-delay", type=_seconds, default=0.25, metavar="S",
                         help="seconds between consecutive words of a job (default %(default)s)")
-    parser.add_argument("--fetch-interval", type=_seconds, default=0.5, metavar="S",
-                        help="seconds to wait after NOJOB before asking again (default %(default)s)")
+    parser.add_argument("--fetch-interval", type=positive_float, default=0.5, metavar="S",
+                        help="seconds to wait after NOJOB before asking again, more than 0: "
+                             "0 would ask in a loop (default %(default)s)")
     parser.add_argument("--long-poll", type=number_type(parse_seconds, high=MAX_FETCH_WAIT),
                         default=DEFAULT_LONG_POLL, metavar="S",
                         help="ask with FETCH <S>: the broker holds the request until a job "

@@ -194,6 +194,15 @@ def test_worker_seconds_beyond_the_maximum_are_a_usage_error(impl, option):
     assert_one_line(proc, 2, option, "at most 604800")
 
 
+def test_worker_fetch_interval_of_0_is_a_usage_error_not_a_busy_loop(impl):
+    """``--long-poll 0 --fetch-interval 0`` asked the broker in a loop (67 % of
+    a core for the worker, 21 % for an idle broker); README promises a worker
+    asks once per fetch interval, never in a loop."""
+    proc = run(f"{impl}.worker", f"127.0.0.1:{closed_port()}", "--long-poll", "0",
+               "--fetch-interval", "0")
+    assert_one_line(proc, 2, "--fetch-interval", "greater than 0")
+
+
 # ------------------------------------------------------- descriptor limit
 
 NOFILE = 256      # the hard and soft limit on open files the worker gets here
