@@ -117,8 +117,9 @@ def assert_caught(name, target, options, anomalies, folder):
     names = anomalies if isinstance(anomalies, tuple) else (anomalies,)
     found = [anomaly for anomaly in names if verdict["anomalies"].get(anomaly)]
     assert found, f"{name}: expected the anomaly {' or '.join(names)}, got {verdict['anomalies']}"
-    anomaly = found[0]
-    assert f"anomaly {anomaly}: " in proc.stdout, f"{name}: the summary does not show {anomaly}"
+    # The summary shows a checker's first five anomalies: one of those found.
+    assert any(f"anomaly {anomaly}: " in proc.stdout for anomaly in found), \
+        f"{name}: the summary shows none of {found}"
 
 
 def test_the_new_mutants_pass_every_core_exchange(tmp_path):
