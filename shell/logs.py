@@ -25,8 +25,8 @@ from time import monotonic
 from core.broker import BURIED, BrokerCore
 from core.messages import parse_job_id
 
-__all__ = ["LEVELS", "BROKER_LOG", "WORKER_LOG", "configure", "say", "TracingCore",
-           "peer_label", "SetUpWarning"]
+__all__ = ["LEVELS", "BROKER_LOG", "WORKER_LOG", "configure", "say", "silence_stdout",
+           "TracingCore", "peer_label", "SetUpWarning"]
 
 # Exit status of a program whose stdout was closed before it could say what it
 # must (``prog | head -0``, ``prog | true``): 1, as the Python docs' "Note on
@@ -38,21 +38,27 @@ def say(line):
     """Print ``line`` and a newline on stdout, flushed (the start-up line).
 
     Returns True once written; False when stdout is a closed pipe (EPIPE,
-    BrokenPipeError): stdout then points at /dev/null, so that the
-    interpreter's own flush at exit raises no second BrokenPipeError, and the
-    caller should stop quietly (EXIT_STDOUT_CLOSED), as command-line tools do
-    on SIGPIPE (Python docs, signal module, "Note on SIGPIPE")."""
+    BrokenPipeError): stdout then points at /dev/null (silence_stdout), and
+    the caller should stop quietly (EXIT_STDOUT_CLOSED), as command-line tools
+    do on SIGPIPE (Python docs, signal module, "Note on SIGPIPE")."""
     try:
         print(line, flush=True)
         return True
     except BrokenPipeError:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        silence_stdout()
         return False
+
+
+def silence_stdout():
+    """After a broken pipe on stdout (``| head``): point it at /dev/null, so that
+    the interpreter's own flush at exit raises no second BrokenPipeError
+    (Python docs, signal module, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 # --log-level name (core.options.LOG_LEVELS) -> logging level.
 LEVELS = {"error": logging.ERROR, "info": logging.INFO, "debug": logging.DEBUG}

@@ -5,7 +5,6 @@ reuse :class:`Connection`, :func:`auto_call`, :func:`parse_address`,
 :func:`submit_job` and :func:`job_status`.
 """
 
-import os
 import random
 import socket
 import sys
@@ -16,6 +15,7 @@ from core.grammar import parse_port as _grammar_port
 from core.logline import escape
 from core.messages import LINE_LIMIT, parse_reply
 from core.options import DEFAULT_CLIENT_PORT, MAX_SECONDS, HostError, check_host
+from shell.logs import silence_stdout
 from tools.words import random_job_text
 
 __all__ = [
@@ -622,14 +622,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # stdout closed early (e.g. piped into head): stop quietly, and keep
-        # the interpreter's final flush from complaining.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+    except BrokenPipeError:      # stdout closed early (e.g. piped into head): stop quietly
+        silence_stdout()
         return EXIT_FAILED
 
 

@@ -13,7 +13,6 @@ address and IP_MULTICAST_ALL is off.
 """
 
 import argparse
-import os
 import signal
 import socket
 import sys
@@ -21,6 +20,7 @@ import time
 
 from core.logline import escape
 from core.options import UsageParser, port_number, positive_float, positive_int
+from shell.logs import silence_stdout
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -131,16 +131,6 @@ def _positive(kind):
     return positive_float
 
 
-def _silence_stdout():
-    """After a broken pipe on stdout (e.g. ``| head``): point it at /dev/null
-    so the interpreter's final flush does not complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -200,7 +190,7 @@ def serve(sock, listen, count, timeout, unit, banner):
         print("interrupted", file=sys.stderr)
         return 0
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return 0
     finally:
         sock.close()
